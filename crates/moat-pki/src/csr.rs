@@ -73,7 +73,8 @@ fn csr_public_key(path: &Path, der: &[u8]) -> Result<CsrPublicKey> {
     Ok(CsrPublicKey { raw, alg, description })
 }
 
-/// Parses a PEM CSR and verifies its self-signature.
+/// Parses a PEM CSR and verifies its self-signature. RSA keys shorter than
+/// 2048 bits are refused.
 pub fn parse_csr(path: &Path, text: &[u8]) -> Result<ParsedCsr> {
     let fix = "pass a PEM PKCS#10 request (-----BEGIN CERTIFICATE REQUEST-----)";
     let blocks = pem::parse_many(text).map_err(|e| PkiError::bad_file(path, format!("not valid PEM ({e})"), fix))?;
@@ -83,6 +84,18 @@ pub fn parse_csr(path: &Path, text: &[u8]) -> Result<ParsedCsr> {
         [] => return Err(PkiError::bad_file(path, "no PEM block found", fix)),
         _ => return Err(PkiError::bad_file(path, "more than one PEM block", "keep only the request in the file")),
     };
+    // Read the key first: a weak key must be refused for what it is, before
+    // the signature check (which aws-lc refuses for RSA < 2048 anyway).
+    let public_key = csr_public_key(path, block.contents())?;
+    if public_key.alg == &rcgen::PKCS_RSA_SHA256 {
+        let bits = rsa_modulus_bits(&public_key.raw).unwrap_or(0);
+        if bits < 2048 {
+            return Err(PkiError::CsrRefused {
+                path: path.into(),
+                reason: format!("its RSA key has {bits} bits; at least 2048 are required"),
+            });
+        }
+    }
     let request = CertificateSigningRequestParams::from_der(&block.contents().into()).map_err(|e| match e {
         rcgen::Error::InvalidCertificationRequestSignature => PkiError::CsrRefused {
             path: path.into(),
@@ -98,7 +111,6 @@ pub fn parse_csr(path: &Path, text: &[u8]) -> Result<ParsedCsr> {
         },
         other => PkiError::bad_file(path, format!("not a valid PKCS#10 request ({other})"), fix),
     })?;
-    let public_key = csr_public_key(path, block.contents())?;
     let common_name = request.params.distinguished_name.get(&DnType::CommonName).and_then(dn_string);
     let mut hosts = Vec::new();
     for san in &request.params.subject_alt_names {
@@ -152,7 +164,6 @@ pub struct Grant {
 /// * Host names: when `allowed_hosts` is not empty, every requested name must
 ///   be in it and the certificate gets exactly `allowed_hosts`; otherwise the
 ///   requested names are granted. A node or UI certificate needs at least one.
-/// * RSA keys shorter than 2048 bits are refused.
 pub fn decide(path: &Path, csr: &ParsedCsr, profile: Profile, user: Option<&str>, allowed_hosts: &[String]) -> Result<Grant> {
     let refuse = |reason: String| PkiError::CsrRefused {
         path: path.into(),
@@ -189,12 +200,6 @@ pub fn decide(path: &Path, csr: &ParsedCsr, profile: Profile, user: Option<&str>
         }
     }
     let rsa = csr.public_key.alg == &rcgen::PKCS_RSA_SHA256;
-    if rsa {
-        let bits = rsa_modulus_bits(&csr.public_key.raw).unwrap_or(0);
-        if bits < 2048 {
-            return Err(refuse(format!("its RSA key has {bits} bits; at least 2048 are required")));
-        }
-    }
     match profile {
         Profile::Client => {
             if !csr.hosts.is_empty() {

@@ -68,12 +68,9 @@ pub fn parse_lifetime(text: &str) -> Result<Duration> {
 
 /// Formats a duration in hours as CockroachDB's error messages do (`87840h`).
 pub fn format_hours(d: Duration) -> String {
-    let hours = d.whole_seconds() as f64 / 3600.0;
-    if hours.fract() == 0.0 {
-        format!("{}h", hours as i64)
-    } else {
-        format!("{hours:.2}h")
-    }
+    let hours = format!("{:.2}", d.whole_seconds() as f64 / 3600.0);
+    let hours = hours.trim_end_matches('0').trim_end_matches('.');
+    format!("{hours}h")
 }
 
 #[cfg(test)]
