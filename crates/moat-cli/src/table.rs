@@ -38,6 +38,10 @@ pub fn render(header: &[&str], rows: &[Vec<String>], pretty: bool) -> String {
     for r in rows {
         out.push_str(&line(&mut r.iter().map(String::as_str)));
     }
-    out.push_str(&format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
+    out.push_str(&format!(
+        "({} row{})\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
     out
 }

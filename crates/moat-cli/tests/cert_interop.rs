@@ -6,8 +6,20 @@ use common::*;
 use std::path::Path;
 
 fn sh(script: &str, dir: &Path) {
-    let out = std::process::Command::new("bash").arg("-euo").arg("pipefail").arg("-c").arg(script).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "script failed: {}\n{}", String::from_utf8_lossy(&out.stderr), script);
+    let out = std::process::Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "script failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        script
+    );
 }
 
 /// An openssl config for extensions.
@@ -52,17 +64,44 @@ fn a_cockroachdb_style_directory_made_with_openssl_is_listed() {
         "#,
         s.path(),
     );
-    let tsv = ok(&moat(&["cert", "list", "--format", "tsv", "--certs-dir", s.certs().to_str().unwrap()]));
+    let tsv = ok(&moat(&[
+        "cert",
+        "list",
+        "--format",
+        "tsv",
+        "--certs-dir",
+        s.certs().to_str().unwrap(),
+    ]));
     let lines: Vec<&str> = tsv.lines().collect();
-    assert_eq!(lines[1], "Usage\tCertificate File\tKey File\tExpires\tNotes\tError", "{tsv}");
-    assert!(lines[2].starts_with("CA\tca.crt\t\t") && lines[2].ends_with("\tnum certs: 1\t"), "{tsv}");
-    assert!(lines[3].starts_with("Node\tnode.crt\tnode.key\t") && lines[3].ends_with("\taddresses: localhost,127.0.0.1\t"), "{tsv}");
-    assert!(lines[4].starts_with("Client\tclient.maxroach.crt\tclient.maxroach.key\t") && lines[4].ends_with("\tuser: maxroach\t"), "{tsv}");
+    assert_eq!(
+        lines[1], "Usage\tCertificate File\tKey File\tExpires\tNotes\tError",
+        "{tsv}"
+    );
+    assert!(
+        lines[2].starts_with("CA\tca.crt\t\t") && lines[2].ends_with("\tnum certs: 1\t"),
+        "{tsv}"
+    );
+    assert!(
+        lines[3].starts_with("Node\tnode.crt\tnode.key\t") && lines[3].ends_with("\taddresses: localhost,127.0.0.1\t"),
+        "{tsv}"
+    );
+    assert!(
+        lines[4].starts_with("Client\tclient.maxroach.crt\tclient.maxroach.key\t")
+            && lines[4].ends_with("\tuser: maxroach\t"),
+        "{tsv}"
+    );
 
     // The organisation's CA (PKCS#1 RSA key) signs with moat; leaves verify with openssl.
     let ca_key = s.path().join("safe-ca.key");
     ok(&s.cert(&["create-client", "alice", "--ca-key", ca_key.to_str().unwrap()]));
-    ok(&openssl(&["verify", "-CAfile", s.file("ca.crt").to_str().unwrap(), "-purpose", "sslclient", s.file("client.alice.crt").to_str().unwrap()]));
+    ok(&openssl(&[
+        "verify",
+        "-CAfile",
+        s.file("ca.crt").to_str().unwrap(),
+        "-purpose",
+        "sslclient",
+        s.file("client.alice.crt").to_str().unwrap(),
+    ]));
     let text = x509_text(&s.file("client.alice.crt"));
     assert!(text.contains("Issuer: O = Cockroach, CN = Cockroach CA"), "{text}");
     assert!(text.contains("sha256WithRSAEncryption"), "{text}");
@@ -116,7 +155,12 @@ fn intermediate_ca_chain_goes_into_the_leaf_file() {
     );
     let inter = s.path().join("inter.crt");
     let inter_key = s.path().join("inter.key");
-    let args = ["--ca-cert", inter.to_str().unwrap(), "--ca-key", inter_key.to_str().unwrap()];
+    let args = [
+        "--ca-cert",
+        inter.to_str().unwrap(),
+        "--ca-key",
+        inter_key.to_str().unwrap(),
+    ];
     ok(&s.cert(&[&["create-node", "localhost"][..], &args[..]].concat()));
     ok(&s.cert(&[&["create-client", "root"][..], &args[..]].concat()));
     let node_pem = std::fs::read_to_string(s.file("node.crt")).unwrap();
@@ -125,14 +169,35 @@ fn intermediate_ca_chain_goes_into_the_leaf_file() {
     for f in ["node.crt", "client.root.crt"] {
         let p = s.file(f);
         let p = p.to_str().unwrap();
-        ok(&openssl(&["verify", "-CAfile", s.file("ca.crt").to_str().unwrap(), "-untrusted", p, p]));
+        ok(&openssl(&[
+            "verify",
+            "-CAfile",
+            s.file("ca.crt").to_str().unwrap(),
+            "-untrusted",
+            p,
+            p,
+        ]));
         // Without the intermediate it does not verify.
-        assert!(!openssl(&["verify", "-CAfile", s.file("ca.crt").to_str().unwrap(), p]).status.success());
+        assert!(!openssl(&["verify", "-CAfile", s.file("ca.crt").to_str().unwrap(), p])
+            .status
+            .success());
     }
     // moat cert list reads the chain.
-    let doc: serde_json::Value =
-        serde_json::from_str(&ok(&moat(&["cert", "list", "--format", "json", "--certs-dir", s.certs().to_str().unwrap()]))).unwrap();
-    let node = doc["certificates"].as_array().unwrap().iter().find(|c| c["cert_file"] == "node.crt").unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&ok(&moat(&[
+        "cert",
+        "list",
+        "--format",
+        "json",
+        "--certs-dir",
+        s.certs().to_str().unwrap(),
+    ])))
+    .unwrap();
+    let node = doc["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cert_file"] == "node.crt")
+        .unwrap();
     assert_eq!(node["certificates"].as_array().unwrap().len(), 2);
     assert_eq!(node["error"], serde_json::Value::Null);
 }
@@ -143,29 +208,69 @@ fn csr_workflow_keeps_the_key_local() {
     let ca_side = Scratch::new();
     ok(&ca_side.cert_ca(&["create-ca"]));
     let node_side = Scratch::new();
-    ok(&node_side.cert(&["create-csr", "node", "db1.example.com", "10.0.0.1", "--key-type", "ed25519"]));
+    ok(&node_side.cert(&[
+        "create-csr",
+        "node",
+        "db1.example.com",
+        "10.0.0.1",
+        "--key-type",
+        "ed25519",
+    ]));
     assert_eq!(listing(&node_side.certs()), vec!["node.csr", "node.key"]);
     assert_eq!(mode(&node_side.file("node.key")), 0o600);
-    ok(&openssl(&["req", "-in", node_side.file("node.csr").to_str().unwrap(), "-noout", "-verify"]));
+    ok(&openssl(&[
+        "req",
+        "-in",
+        node_side.file("node.csr").to_str().unwrap(),
+        "-noout",
+        "-verify",
+    ]));
 
     // Only the CSR travels.
     let csr = ca_side.path().join("node.csr");
     std::fs::copy(node_side.file("node.csr"), &csr).unwrap();
-    let out = ca_side.cert_ca(&["sign-csr", csr.to_str().unwrap(), "--profile", "node", "--host", "db1.example.com,10.0.0.1,db1"]);
+    let out = ca_side.cert_ca(&[
+        "sign-csr",
+        csr.to_str().unwrap(),
+        "--profile",
+        "node",
+        "--host",
+        "db1.example.com,10.0.0.1,db1",
+    ]);
     ok(&out);
     let crt = ca_side.path().join("node.crt");
     let text = x509_text(&crt);
     assert!(text.contains("Subject: O = moat, CN = node"), "{text}");
-    assert!(text.contains("DNS:db1.example.com, IP Address:10.0.0.1, DNS:db1\n"), "{text}");
-    assert!(text.contains("ED25519"), "the certificate carries the node's own key: {text}");
+    assert!(
+        text.contains("DNS:db1.example.com, IP Address:10.0.0.1, DNS:db1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ED25519"),
+        "the certificate carries the node's own key: {text}"
+    );
     assert!(text.contains("TLS Web Server Authentication, TLS Web Client Authentication"));
     // Back on the node: the certificate pairs with the local key.
     std::fs::copy(&crt, node_side.file("node.crt")).unwrap();
     std::fs::copy(ca_side.file("ca.crt"), node_side.file("ca.crt")).unwrap();
-    let tsv = ok(&moat(&["cert", "list", "--format", "tsv", "--certs-dir", node_side.certs().to_str().unwrap()]));
+    let tsv = ok(&moat(&[
+        "cert",
+        "list",
+        "--format",
+        "tsv",
+        "--certs-dir",
+        node_side.certs().to_str().unwrap(),
+    ]));
     let node = tsv.lines().find(|l| l.starts_with("Node")).unwrap();
     assert!(node.ends_with('\t'), "node must be valid: {tsv}");
-    ok(&openssl(&["verify", "-CAfile", ca_side.file("ca.crt").to_str().unwrap(), "-purpose", "sslserver", crt.to_str().unwrap()]));
+    ok(&openssl(&[
+        "verify",
+        "-CAfile",
+        ca_side.file("ca.crt").to_str().unwrap(),
+        "-purpose",
+        "sslserver",
+        crt.to_str().unwrap(),
+    ]));
 }
 
 #[test]
@@ -194,7 +299,21 @@ subjectAltName = DNS:alice.example.com
     let mk = |name: &str, subj: &str, ext: Option<&str>, keyalg: &str| {
         let key = s.path().join(format!("{name}.key"));
         let csr = s.path().join(format!("{name}.csr"));
-        let mut args = vec!["req", "-new", "-newkey", keyalg, "-nodes", "-keyout", key.to_str().unwrap(), "-subj", subj, "-config", cnf.to_str().unwrap(), "-out", csr.to_str().unwrap()];
+        let mut args = vec![
+            "req",
+            "-new",
+            "-newkey",
+            keyalg,
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-subj",
+            subj,
+            "-config",
+            cnf.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+        ];
         if let Some(e) = ext {
             args.push("-reqexts");
             args.push(e);
@@ -216,18 +335,65 @@ subjectAltName = DNS:alice.example.com
     ok(&sign(&alice, "client", &["--user", "alice"]));
     let text = x509_text(&s.path().join("alice.crt"));
     assert!(text.contains("CN = alice") && text.contains("secp384r1"), "{text}");
-    ok(&openssl(&["verify", "-CAfile", s.file("ca.crt").to_str().unwrap(), "-purpose", "sslclient", s.path().join("alice.crt").to_str().unwrap()]));
+    ok(&openssl(&[
+        "verify",
+        "-CAfile",
+        s.file("ca.crt").to_str().unwrap(),
+        "-purpose",
+        "sslclient",
+        s.path().join("alice.crt").to_str().unwrap(),
+    ]));
 
     // Refusals, each with its reason and no certificate written.
     let cases: Vec<(std::path::PathBuf, &str, Vec<&str>, &str)> = vec![
-        (mk("ca", "/CN=node", Some("ca_ext"), "rsa:2048"), "node", vec!["--host", "localhost"], "CA rights"),
-        (mk("srv", "/CN=bob", Some("server_ext"), "rsa:2048"), "client", vec![], "asks for serverAuth, which the client profile does not grant"),
-        (mk("hosts", "/CN=node", Some("host_ext"), "rsa:2048"), "node", vec!["--host", "localhost"], "\"evil.example.com\", which is not among the allowed hosts"),
-        (mk("chost", "/CN=alice", Some("client_host_ext"), "rsa:2048"), "client", vec![], "carries no host names"),
-        (mk("wronguser", "/CN=mallory", None, "rsa:2048"), "client", vec!["--user", "alice"], "it is for user \"mallory\", not \"alice\""),
-        (mk("badname", "/CN=bad name", None, "rsa:2048"), "client", vec![], "not a valid SQL user name"),
-        (mk("nonode", "/CN=alice", None, "rsa:2048"), "node", vec!["--host", "localhost"], "must have CN \"node\""),
-        (mk("nohost", "/CN=node", None, "rsa:2048"), "node", vec![], "names no host"),
+        (
+            mk("ca", "/CN=node", Some("ca_ext"), "rsa:2048"),
+            "node",
+            vec!["--host", "localhost"],
+            "CA rights",
+        ),
+        (
+            mk("srv", "/CN=bob", Some("server_ext"), "rsa:2048"),
+            "client",
+            vec![],
+            "asks for serverAuth, which the client profile does not grant",
+        ),
+        (
+            mk("hosts", "/CN=node", Some("host_ext"), "rsa:2048"),
+            "node",
+            vec!["--host", "localhost"],
+            "\"evil.example.com\", which is not among the allowed hosts",
+        ),
+        (
+            mk("chost", "/CN=alice", Some("client_host_ext"), "rsa:2048"),
+            "client",
+            vec![],
+            "carries no host names",
+        ),
+        (
+            mk("wronguser", "/CN=mallory", None, "rsa:2048"),
+            "client",
+            vec!["--user", "alice"],
+            "it is for user \"mallory\", not \"alice\"",
+        ),
+        (
+            mk("badname", "/CN=bad name", None, "rsa:2048"),
+            "client",
+            vec![],
+            "not a valid SQL user name",
+        ),
+        (
+            mk("nonode", "/CN=alice", None, "rsa:2048"),
+            "node",
+            vec!["--host", "localhost"],
+            "must have CN \"node\"",
+        ),
+        (
+            mk("nohost", "/CN=node", None, "rsa:2048"),
+            "node",
+            vec![],
+            "names no host",
+        ),
         (mk("weak", "/CN=carol", None, "rsa:1024"), "client", vec![], "1024 bits"),
     ];
     for (csr, profile, extra, reason) in cases {
@@ -238,14 +404,36 @@ subjectAltName = DNS:alice.example.com
     // A tampered CSR: flip a byte inside the signed part.
     let good = mk("tamper", "/CN=dave", None, "rsa:2048");
     let der_path = s.path().join("tamper.der");
-    ok(&openssl(&["req", "-in", good.to_str().unwrap(), "-outform", "DER", "-out", der_path.to_str().unwrap()]));
+    ok(&openssl(&[
+        "req",
+        "-in",
+        good.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
+        der_path.to_str().unwrap(),
+    ]));
     let mut bytes = std::fs::read(&der_path).unwrap();
     let i = bytes.windows(4).position(|w| w == b"dave").unwrap();
     bytes[i] = b'e';
     std::fs::write(&der_path, &bytes).unwrap();
     let pem_path = s.path().join("tampered.csr");
-    ok(&openssl(&["req", "-inform", "DER", "-in", der_path.to_str().unwrap(), "-out", pem_path.to_str().unwrap()]));
-    fails(&sign(&pem_path, "client", &[]), &["tampered.csr", "signature does not verify"]);
+    ok(&openssl(&[
+        "req",
+        "-inform",
+        "DER",
+        "-in",
+        der_path.to_str().unwrap(),
+        "-out",
+        pem_path.to_str().unwrap(),
+    ]));
+    fails(
+        &sign(&pem_path, "client", &[]),
+        &["tampered.csr", "signature does not verify"],
+    );
     // A certificate passed as a CSR.
-    fails(&sign(&s.file("ca.crt"), "client", &[]), &["ca.crt", "not CERTIFICATE REQUEST"]);
+    fails(
+        &sign(&s.file("ca.crt"), "client", &[]),
+        &["ca.crt", "not CERTIFICATE REQUEST"],
+    );
 }

@@ -42,7 +42,10 @@ fn whole_dir(root: &Path, key_type: KeyType, hosts: &[String]) {
 }
 
 fn temp_root() -> TempDir {
-    tempfile::Builder::new().prefix("moat-bench-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("moat-bench-")
+        .tempdir()
+        .expect("temp dir")
 }
 
 fn bench_create_node(c: &mut Criterion) {

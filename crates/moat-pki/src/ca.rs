@@ -48,7 +48,10 @@ impl SigningCa {
         if !info.is_ca {
             return Err(PkiError::bad_file(
                 cert_path,
-                format!("certificate {:?} is not a CA (Basic Constraints CA:TRUE missing)", info.subject),
+                format!(
+                    "certificate {:?} is not a CA (Basic Constraints CA:TRUE missing)",
+                    info.subject
+                ),
                 "pass the CA certificate, not a leaf certificate",
             ));
         }
@@ -77,7 +80,12 @@ impl SigningCa {
     }
 
     /// Builds a signing CA from a freshly made certificate and key.
-    pub fn from_parts(cert_path: &Path, key_path: &Path, cert: CertificateDer<'static>, key: PrivateKey) -> Result<Self> {
+    pub fn from_parts(
+        cert_path: &Path,
+        key_path: &Path,
+        cert: CertificateDer<'static>,
+        key: PrivateKey,
+    ) -> Result<Self> {
         let info = CertInfo::from_der(&cert).map_err(|e| PkiError::crypto("reading a new CA", e))?;
         Ok(SigningCa {
             cert_path: cert_path.to_path_buf(),
@@ -143,9 +151,18 @@ impl SigningCa {
     /// Signs a certificate for `subject_key` with the given parameters and
     /// returns the chain to store in the leaf file: the new certificate,
     /// followed by the intermediates when this CA is not a root.
-    pub fn sign(&self, params: &CertificateParams, subject_key: &impl PublicKeyData) -> Result<Vec<CertificateDer<'static>>> {
-        let issuer = Issuer::from_ca_cert_der(&self.bundle[0], self.key.key_pair())
-            .map_err(|e| PkiError::bad_file(&self.cert_path, format!("cannot use as issuer: {e}"), "check the CA certificate"))?;
+    pub fn sign(
+        &self,
+        params: &CertificateParams,
+        subject_key: &impl PublicKeyData,
+    ) -> Result<Vec<CertificateDer<'static>>> {
+        let issuer = Issuer::from_ca_cert_der(&self.bundle[0], self.key.key_pair()).map_err(|e| {
+            PkiError::bad_file(
+                &self.cert_path,
+                format!("cannot use as issuer: {e}"),
+                "check the CA certificate",
+            )
+        })?;
         let cert = params
             .signed_by(subject_key, &issuer)
             .map_err(|e| PkiError::crypto("signing a certificate", e))?;

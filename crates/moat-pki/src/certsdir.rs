@@ -123,7 +123,9 @@ impl CertsDir {
         let mut names: Vec<(String, PathBuf)> = Vec::new();
         for entry in read {
             let entry = entry.map_err(|e| PkiError::io(dir, e, "check the certs directory's permissions"))?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             names.push((name, entry.path()));
         }
         names.sort();

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use rcgen::{CertificateSigningRequestParams, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType};
+use rcgen::{
+    CertificateSigningRequestParams, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
+};
 
 use crate::inspect::rsa_modulus_bits;
 use crate::profile::Profile;
@@ -63,12 +65,19 @@ fn csr_public_key(path: &Path, der: &[u8]) -> Result<CsrPublicKey> {
         .map(|o| o.to_id_string())
         .unwrap_or_default();
     let (alg, description) = match (oid.as_str(), curve.as_str()) {
-        ("1.2.840.113549.1.1.1", _) => (&rcgen::PKCS_RSA_SHA256, format!("RSA {}", rsa_modulus_bits(&raw).unwrap_or(0))),
+        ("1.2.840.113549.1.1.1", _) => (
+            &rcgen::PKCS_RSA_SHA256,
+            format!("RSA {}", rsa_modulus_bits(&raw).unwrap_or(0)),
+        ),
         ("1.3.101.112", _) => (&rcgen::PKCS_ED25519, "Ed25519".to_string()),
         ("1.2.840.10045.2.1", "1.2.840.10045.3.1.7") => (&rcgen::PKCS_ECDSA_P256_SHA256, "ECDSA P-256".to_string()),
         ("1.2.840.10045.2.1", "1.3.132.0.34") => (&rcgen::PKCS_ECDSA_P384_SHA384, "ECDSA P-384".to_string()),
         ("1.2.840.10045.2.1", "1.3.132.0.35") => (&rcgen::PKCS_ECDSA_P521_SHA512, "ECDSA P-521".to_string()),
-        _ => return Err(bad("its key type is not supported (use ECDSA P-256/P-384/P-521, Ed25519 or RSA)")),
+        _ => {
+            return Err(bad(
+                "its key type is not supported (use ECDSA P-256/P-384/P-521, Ed25519 or RSA)",
+            ))
+        }
     };
     Ok(CsrPublicKey { raw, alg, description })
 }
@@ -80,9 +89,21 @@ pub fn parse_csr(path: &Path, text: &[u8]) -> Result<ParsedCsr> {
     let blocks = pem::parse_many(text).map_err(|e| PkiError::bad_file(path, format!("not valid PEM ({e})"), fix))?;
     let block = match blocks.as_slice() {
         [b] if b.tag() == "CERTIFICATE REQUEST" || b.tag() == "NEW CERTIFICATE REQUEST" => b,
-        [b] => return Err(PkiError::bad_file(path, format!("PEM block is of type {}, not CERTIFICATE REQUEST", b.tag()), fix)),
+        [b] => {
+            return Err(PkiError::bad_file(
+                path,
+                format!("PEM block is of type {}, not CERTIFICATE REQUEST", b.tag()),
+                fix,
+            ))
+        }
         [] => return Err(PkiError::bad_file(path, "no PEM block found", fix)),
-        _ => return Err(PkiError::bad_file(path, "more than one PEM block", "keep only the request in the file")),
+        _ => {
+            return Err(PkiError::bad_file(
+                path,
+                "more than one PEM block",
+                "keep only the request in the file",
+            ))
+        }
     };
     // Read the key first: a weak key must be refused for what it is, before
     // the signature check (which aws-lc refuses for RSA < 2048 anyway).
@@ -111,7 +132,11 @@ pub fn parse_csr(path: &Path, text: &[u8]) -> Result<ParsedCsr> {
         },
         other => PkiError::bad_file(path, format!("not a valid PKCS#10 request ({other})"), fix),
     })?;
-    let common_name = request.params.distinguished_name.get(&DnType::CommonName).and_then(dn_string);
+    let common_name = request
+        .params
+        .distinguished_name
+        .get(&DnType::CommonName)
+        .and_then(dn_string);
     let mut hosts = Vec::new();
     for san in &request.params.subject_alt_names {
         match san {
@@ -164,19 +189,30 @@ pub struct Grant {
 /// * Host names: when `allowed_hosts` is not empty, every requested name must
 ///   be in it and the certificate gets exactly `allowed_hosts`; otherwise the
 ///   requested names are granted. A node or UI certificate needs at least one.
-pub fn decide(path: &Path, csr: &ParsedCsr, profile: Profile, user: Option<&str>, allowed_hosts: &[String]) -> Result<Grant> {
+pub fn decide(
+    path: &Path,
+    csr: &ParsedCsr,
+    profile: Profile,
+    user: Option<&str>,
+    allowed_hosts: &[String],
+) -> Result<Grant> {
     let refuse = |reason: String| PkiError::CsrRefused {
         path: path.into(),
         reason,
     };
     if profile.is_ca() {
-        return Err(refuse("moat signs only node, client and ui certificates from a CSR".into()));
+        return Err(refuse(
+            "moat signs only node, client and ui certificates from a CSR".into(),
+        ));
     }
     let p = &csr.request.params;
     if let IsCa::Ca(_) = p.is_ca {
         return Err(refuse("it asks for CA rights (basicConstraints CA:TRUE)".into()));
     }
-    if p.key_usages.iter().any(|k| matches!(k, KeyUsagePurpose::KeyCertSign | KeyUsagePurpose::CrlSign)) {
+    if p.key_usages
+        .iter()
+        .any(|k| matches!(k, KeyUsagePurpose::KeyCertSign | KeyUsagePurpose::CrlSign))
+    {
         return Err(refuse("it asks for certificate or CRL signing key usage".into()));
     }
     let granted = profile.ext_key_usages();
@@ -240,7 +276,9 @@ pub fn decide(path: &Path, csr: &ParsedCsr, profile: Profile, user: Option<&str>
             } else {
                 let allowed: Vec<String> = allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
                 if let Some(extra) = csr.hosts.iter().find(|h| !allowed.contains(&h.to_ascii_lowercase())) {
-                    return Err(refuse(format!("it asks for host {extra:?}, which is not among the allowed hosts")));
+                    return Err(refuse(format!(
+                        "it asks for host {extra:?}, which is not among the allowed hosts"
+                    )));
                 }
                 allowed_hosts.to_vec()
             };
@@ -255,7 +293,11 @@ pub fn decide(path: &Path, csr: &ParsedCsr, profile: Profile, user: Option<&str>
             } else {
                 hosts[0].clone()
             };
-            Ok(Grant { common_name, hosts, rsa })
+            Ok(Grant {
+                common_name,
+                hosts,
+                rsa,
+            })
         }
         _ => unreachable!("CA profiles refused above"),
     }

@@ -17,8 +17,7 @@ use crate::{PkiError, Result};
 /// the whole file an error).
 pub fn parse_cert_pem(path: &Path, text: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
     let fix = "the file must hold only PEM CERTIFICATE blocks";
-    let blocks = pem::parse_many(text)
-        .map_err(|e| PkiError::bad_file(path, format!("not valid PEM ({e})"), fix))?;
+    let blocks = pem::parse_many(text).map_err(|e| PkiError::bad_file(path, format!("not valid PEM ({e})"), fix))?;
     if blocks.is_empty() {
         return Err(PkiError::bad_file(path, "no certificates found", fix));
     }

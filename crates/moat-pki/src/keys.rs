@@ -17,9 +17,10 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use crate::{PkiError, Result};
 
 /// The kind of key to generate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeyType {
     /// ECDSA on NIST P-256 (the default: fast to make and to handshake with).
+    #[default]
     EcdsaP256,
     /// ECDSA on NIST P-384.
     EcdsaP384,
@@ -27,12 +28,6 @@ pub enum KeyType {
     Ed25519,
     /// RSA with the given modulus size in bits (2048, 3072, 4096 or 8192).
     Rsa(u32),
-}
-
-impl Default for KeyType {
-    fn default() -> Self {
-        KeyType::EcdsaP256
-    }
 }
 
 impl KeyType {
@@ -88,7 +83,9 @@ pub struct PrivateKey {
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PrivateKey").field("algorithm", &self.pair.algorithm()).finish_non_exhaustive()
+        f.debug_struct("PrivateKey")
+            .field("algorithm", &self.pair.algorithm())
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,7 +142,11 @@ impl PrivateKey {
     /// PKCS#8 or SEC1 DER. `path` is only used in error messages.
     pub fn from_pem(path: &Path, text: &[u8]) -> Result<Self> {
         let blocks = pem::parse_many(text).map_err(|e| {
-            PkiError::bad_file(path, format!("not valid PEM ({e})"), "pass an unencrypted PEM private key")
+            PkiError::bad_file(
+                path,
+                format!("not valid PEM ({e})"),
+                "pass an unencrypted PEM private key",
+            )
         })?;
         let block = match blocks.as_slice() {
             [] => {
@@ -165,7 +166,12 @@ impl PrivateKey {
             }
         };
         let tag = block.tag();
-        if tag == "ENCRYPTED PRIVATE KEY" || block.headers().get("Proc-Type").is_some_and(|v| v.contains("ENCRYPTED")) {
+        if tag == "ENCRYPTED PRIVATE KEY"
+            || block
+                .headers()
+                .get("Proc-Type")
+                .is_some_and(|v| v.contains("ENCRYPTED"))
+        {
             return Err(PkiError::bad_file(
                 path,
                 "the private key is encrypted",
@@ -263,7 +269,10 @@ fn describe_algorithm(alg: &rcgen::SignatureAlgorithm, public_raw: &[u8]) -> Str
 /// Wraps a PKCS#1 or SEC1 key into PKCS#8 v1 by round-tripping through aws-lc.
 fn to_pkcs8(pair: &KeyPair, der: &[u8]) -> Option<Vec<u8>> {
     let alg = pair.algorithm();
-    if alg == &rcgen::PKCS_ECDSA_P256_SHA256 || alg == &rcgen::PKCS_ECDSA_P384_SHA384 || alg == &rcgen::PKCS_ECDSA_P521_SHA512 {
+    if alg == &rcgen::PKCS_ECDSA_P256_SHA256
+        || alg == &rcgen::PKCS_ECDSA_P384_SHA384
+        || alg == &rcgen::PKCS_ECDSA_P521_SHA512
+    {
         let signing = if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
             &signature::ECDSA_P256_SHA256_ASN1_SIGNING
         } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
@@ -286,7 +295,12 @@ mod tests {
 
     #[test]
     fn generate_and_reload_every_type() {
-        for kt in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Ed25519, KeyType::Rsa(2048)] {
+        for kt in [
+            KeyType::EcdsaP256,
+            KeyType::EcdsaP384,
+            KeyType::Ed25519,
+            KeyType::Rsa(2048),
+        ] {
             let k = PrivateKey::generate(kt).unwrap();
             let again = PrivateKey::from_pem(Path::new("k"), k.to_pem().as_bytes()).unwrap();
             assert_eq!(k.public_key_raw(), again.public_key_raw(), "{kt}");
@@ -306,12 +320,24 @@ mod tests {
     #[test]
     fn refuses_garbage_and_certificates() {
         let p = Path::new("x.key");
-        assert!(PrivateKey::from_pem(p, b"hello").unwrap_err().to_string().contains("no PEM block"));
+        assert!(PrivateKey::from_pem(p, b"hello")
+            .unwrap_err()
+            .to_string()
+            .contains("no PEM block"));
         let cert = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
-        assert!(PrivateKey::from_pem(p, cert.as_bytes()).unwrap_err().to_string().contains("not a private key"));
+        assert!(PrivateKey::from_pem(p, cert.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("not a private key"));
         let enc = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n";
-        assert!(PrivateKey::from_pem(p, enc.as_bytes()).unwrap_err().to_string().contains("encrypted"));
+        assert!(PrivateKey::from_pem(p, enc.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("encrypted"));
         let junk = "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n";
-        assert!(PrivateKey::from_pem(p, junk.as_bytes()).unwrap_err().to_string().contains("not a valid"));
+        assert!(PrivateKey::from_pem(p, junk.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("not a valid"));
     }
 }

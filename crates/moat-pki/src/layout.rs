@@ -164,8 +164,14 @@ mod tests {
         assert_eq!(classify("ca-ui.crt"), Classified::Cert(CertUsage::UiCa));
         assert_eq!(classify("node.crt"), Classified::Cert(CertUsage::Node));
         assert_eq!(classify("ui.crt"), Classified::Cert(CertUsage::Ui));
-        assert_eq!(classify("client.root.crt"), Classified::Cert(CertUsage::Client("root".into())));
-        assert_eq!(classify("client.a.b.crt"), Classified::Cert(CertUsage::Client("a.b".into())));
+        assert_eq!(
+            classify("client.root.crt"),
+            Classified::Cert(CertUsage::Client("root".into()))
+        );
+        assert_eq!(
+            classify("client.a.b.crt"),
+            Classified::Cert(CertUsage::Client("a.b".into()))
+        );
         assert_eq!(classify("node.key"), Classified::Ignored);
         assert_eq!(classify("client.root.key.pk8"), Classified::Ignored);
         assert!(matches!(classify("ca.old.crt"), Classified::Skipped(_)));

@@ -89,7 +89,18 @@ mod tests {
 
     #[test]
     fn refusals() {
-        for bad in ["", "h", "10", "10x", "0h", "1m1h", "1h1h", "-5h", "99999999999999h", "200y"] {
+        for bad in [
+            "",
+            "h",
+            "10",
+            "10x",
+            "0h",
+            "1m1h",
+            "1h1h",
+            "-5h",
+            "99999999999999h",
+            "200y",
+        ] {
             let err = parse_lifetime(bad).unwrap_err().to_string();
             assert!(err.contains("invalid lifetime"), "{bad}: {err}");
         }

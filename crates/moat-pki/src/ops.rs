@@ -97,7 +97,12 @@ pub fn create_ca(opts: &CreateOptions, profile: Profile, allow_key_reuse: bool) 
                 opts.ca_key.display()
             ));
         }
-    } else if opts.ca_key.parent().map(|p| p.canonicalize().ok() == opts.certs_dir.canonicalize().ok()).unwrap_or(false) {
+    } else if opts
+        .ca_key
+        .parent()
+        .map(|p| p.canonicalize().ok() == opts.certs_dir.canonicalize().ok())
+        .unwrap_or(false)
+    {
         warnings.push(format!(
             "the CA key {} is inside the certs directory; keep it elsewhere so nodes never hold it",
             opts.ca_key.display()
@@ -224,7 +229,9 @@ fn create_leaf(
     let key = PrivateKey::generate(opts.key_type)?;
     let chain = ca.sign(&params, key.key_pair())?;
     let mut files = FileSet::new(opts.overwrite);
-    files.add_cert(&cert_path, certs_to_pem(&chain)).add_key(&key_path, key.to_pem());
+    files
+        .add_cert(&cert_path, certs_to_pem(&chain))
+        .add_key(&key_path, key.to_pem());
     extra(&key, &mut files);
     let written = files.commit()?;
     Ok(Outcome {
@@ -256,11 +263,18 @@ pub fn create_client(opts: &CreateOptions, user: &str, pk8: bool) -> Result<Outc
     if pk8 && !opts.overwrite && pk8_path.exists() {
         return Err(PkiError::Exists { path: pk8_path });
     }
-    create_leaf(opts, Profile::Client, &user, &[], &format!("client.{user}"), |key, files| {
-        if pk8 {
-            files.add_key(&pk8_path, key.pkcs8_der().to_vec());
-        }
-    })
+    create_leaf(
+        opts,
+        Profile::Client,
+        &user,
+        &[],
+        &format!("client.{user}"),
+        |key, files| {
+            if pk8 {
+                files.add_key(&pk8_path, key.pkcs8_der().to_vec());
+            }
+        },
+    )
 }
 
 /// `create-ui <host>...`: `ui.crt`/`ui.key` for the HTTPS console (serverAuth
@@ -278,7 +292,13 @@ pub fn create_ui(opts: &CreateOptions, hosts: &[String]) -> Result<Outcome> {
 
 /// `create-csr`: makes a key and a CSR locally (`<base>.key`, `<base>.csr` in
 /// the certs directory); the key never leaves this machine.
-pub fn create_csr(certs_dir: &Path, profile: Profile, subject: &[String], key_type: KeyType, overwrite: bool) -> Result<Outcome> {
+pub fn create_csr(
+    certs_dir: &Path,
+    profile: Profile,
+    subject: &[String],
+    key_type: KeyType,
+    overwrite: bool,
+) -> Result<Outcome> {
     let (cn, hosts, base) = match profile {
         Profile::Node => {
             if subject.is_empty() {
@@ -287,7 +307,11 @@ pub fn create_csr(certs_dir: &Path, profile: Profile, subject: &[String], key_ty
                     "pass the node's names and IPs",
                 ));
             }
-            (profile::NODE_COMMON_NAME.to_string(), subject.to_vec(), "node".to_string())
+            (
+                profile::NODE_COMMON_NAME.to_string(),
+                subject.to_vec(),
+                "node".to_string(),
+            )
         }
         Profile::Ui => {
             if subject.is_empty() {
@@ -300,12 +324,20 @@ pub fn create_csr(certs_dir: &Path, profile: Profile, subject: &[String], key_ty
         }
         Profile::Client => {
             let [user] = subject else {
-                return Err(PkiError::invalid("a client CSR takes exactly one user name", "pass the SQL user"));
+                return Err(PkiError::invalid(
+                    "a client CSR takes exactly one user name",
+                    "pass the SQL user",
+                ));
             };
             let user = username::normalize_and_validate(user)?;
             (user.clone(), vec![], format!("client.{user}"))
         }
-        _ => return Err(PkiError::invalid("CSRs are for node, client and ui certificates", "use one of those")),
+        _ => {
+            return Err(PkiError::invalid(
+                "CSRs are for node, client and ui certificates",
+                "use one of those",
+            ))
+        }
     };
     ensure_dir(certs_dir)?;
     let key_path = certs_dir.join(format!("{base}.key"));
@@ -314,7 +346,14 @@ pub fn create_csr(certs_dir: &Path, profile: Profile, subject: &[String], key_ty
     probe.add_key(&key_path, "").add_cert(&csr_path, "");
     probe.check_targets()?;
     let key = PrivateKey::generate(key_type)?;
-    let mut params = profile::params(profile, &cn, &hosts, Duration::days(1), OffsetDateTime::now_utc(), matches!(key_type, KeyType::Rsa(_)))?;
+    let mut params = profile::params(
+        profile,
+        &cn,
+        &hosts,
+        Duration::days(1),
+        OffsetDateTime::now_utc(),
+        matches!(key_type, KeyType::Rsa(_)),
+    )?;
     params.serial_number = None;
     params.use_authority_key_identifier_extension = false;
     let request = params
@@ -359,7 +398,14 @@ pub fn sign_csr(opts: &CreateOptions, req: &SignCsrOptions) -> Result<Outcome> {
     probe.check_targets()?;
     let ca = signer_for(opts, req.profile)?;
     let now = OffsetDateTime::now_utc();
-    let params = profile::params(req.profile, &grant.common_name, &grant.hosts, opts.lifetime_for(req.profile), now, grant.rsa)?;
+    let params = profile::params(
+        req.profile,
+        &grant.common_name,
+        &grant.hosts,
+        opts.lifetime_for(req.profile),
+        now,
+        grant.rsa,
+    )?;
     ca.check_lifetime(params.not_after, now)?;
     let chain = ca.sign(&params, &parsed.public_key)?;
     let mut files = FileSet::new(opts.overwrite);

@@ -40,7 +40,11 @@ pub fn check_key_permissions(path: &Path, meta: &Metadata) -> Result<(), String>
     let mode = meta.mode() & 0o777;
     // SAFETY: getgid has no preconditions and cannot fail.
     let gid = unsafe { libc::getgid() };
-    let max = if meta.uid() == 0 && meta.gid() == gid { 0o740 } else { 0o700 };
+    let max = if meta.uid() == 0 && meta.gid() == gid {
+        0o740
+    } else {
+        0o700
+    };
     if mode & !max != 0 {
         return Err(format!(
             "key file {} has permissions {}, exceeds {}; run chmod 600 {} (or set {SKIP_ENV}=true)",

@@ -33,7 +33,10 @@ pub fn normalize_and_validate(name: &str) -> Result<String> {
     let first_ok = first.is_lowercase() || first.is_ascii_digit() || first == '_';
     let rest_ok = chars.all(|c| c.is_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
     if !first_ok || !rest_ok {
-        return Err(PkiError::invalid(format!("\"{shown}\" is not a valid SQL user name"), fix));
+        return Err(PkiError::invalid(
+            format!("\"{shown}\" is not a valid SQL user name"),
+            fix,
+        ));
     }
     Ok(norm)
 }

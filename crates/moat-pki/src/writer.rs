@@ -85,7 +85,11 @@ impl FileSet {
             }
             match fs::symlink_metadata(&f.path) {
                 Ok(m) if m.is_dir() => {
-                    return Err(PkiError::bad_file(&f.path, "is a directory", "remove it or choose another path"))
+                    return Err(PkiError::bad_file(
+                        &f.path,
+                        "is a directory",
+                        "remove it or choose another path",
+                    ))
                 }
                 Ok(_) if !self.overwrite => return Err(PkiError::Exists { path: f.path.clone() }),
                 _ => {}
@@ -176,7 +180,10 @@ fn rollback(placed: &[(PathBuf, Option<PathBuf>)]) {
 }
 
 fn backup_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     parent_dir(path).join(format!(".moat-bak-{name}"))
 }
 
@@ -207,7 +214,13 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
             .recursive(true)
             .mode(DIR_MODE)
             .create(dir)
-            .map_err(|e| PkiError::io(dir, e, "could not create the certs directory: check the parent's permissions")),
+            .map_err(|e| {
+                PkiError::io(
+                    dir,
+                    e,
+                    "could not create the certs directory: check the parent's permissions",
+                )
+            }),
         Err(e) => Err(PkiError::io(dir, e, "check the path and its permissions")),
     }
 }
@@ -266,7 +279,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("x.key");
         let mut set = FileSet::new(false);
-        set.add_key(&key, "k").add_cert(dir.path().join("missing-dir/x.crt"), "c");
+        set.add_key(&key, "k")
+            .add_cert(dir.path().join("missing-dir/x.crt"), "c");
         assert!(set.commit().is_err());
         assert!(!key.exists());
     }

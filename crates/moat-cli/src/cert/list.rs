@@ -24,14 +24,18 @@ pub enum Format {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn notes(e: &CertEntry, now: OffsetDateTime) -> String {
     let mut parts = Vec::new();
     if let Some(leaf) = e.leaf() {
         match &e.usage {
-            CertUsage::Ca | CertUsage::ClientCa | CertUsage::UiCa => parts.push(format!("num certs: {}", e.certs.len())),
+            CertUsage::Ca | CertUsage::ClientCa | CertUsage::UiCa => {
+                parts.push(format!("num certs: {}", e.certs.len()))
+            }
             CertUsage::Node | CertUsage::Ui => {
                 let mut names = leaf.dns_names.clone();
                 names.extend(leaf.ip_addresses.iter().map(|i| i.to_string()));
@@ -61,7 +65,11 @@ fn expires(e: &CertEntry) -> String {
 pub fn run(dir: &Path, format: Option<Format>) -> Result<()> {
     let loaded = CertsDir::load(dir)?;
     let now = OffsetDateTime::now_utc();
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Tsv });
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Tsv
+    });
     if let Format::Json = format {
         let certs: Vec<_> = loaded
             .entries

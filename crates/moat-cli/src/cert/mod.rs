@@ -201,11 +201,18 @@ impl CreateArgs {
 /// Runs a `cert` subcommand.
 pub fn run(cmd: CertCommand) -> Result<()> {
     let outcome = match cmd {
-        CertCommand::CreateCa { args, allow_ca_key_reuse } => ops::create_ca(&args.options()?, Profile::Ca, allow_ca_key_reuse)?,
-        CertCommand::CreateClientCa { args, allow_ca_key_reuse } => {
-            ops::create_ca(&args.options()?, Profile::ClientCa, allow_ca_key_reuse)?
-        }
-        CertCommand::CreateUiCa { args, allow_ca_key_reuse } => ops::create_ca(&args.options()?, Profile::UiCa, allow_ca_key_reuse)?,
+        CertCommand::CreateCa {
+            args,
+            allow_ca_key_reuse,
+        } => ops::create_ca(&args.options()?, Profile::Ca, allow_ca_key_reuse)?,
+        CertCommand::CreateClientCa {
+            args,
+            allow_ca_key_reuse,
+        } => ops::create_ca(&args.options()?, Profile::ClientCa, allow_ca_key_reuse)?,
+        CertCommand::CreateUiCa {
+            args,
+            allow_ca_key_reuse,
+        } => ops::create_ca(&args.options()?, Profile::UiCa, allow_ca_key_reuse)?,
         CertCommand::CreateNode { args, hosts } => ops::create_node(&args.options()?, &hosts)?,
         CertCommand::CreateClient {
             args,
@@ -220,7 +227,13 @@ pub fn run(cmd: CertCommand) -> Result<()> {
             overwrite,
             key_type: kt,
             key_size,
-        } => ops::create_csr(dir.certs_dir.as_ref(), profile.into(), &names, key_type(kt, key_size)?, overwrite)?,
+        } => ops::create_csr(
+            dir.certs_dir.as_ref(),
+            profile.into(),
+            &names,
+            key_type(kt, key_size)?,
+            overwrite,
+        )?,
         CertCommand::SignCsr {
             args,
             csr,
@@ -259,7 +272,11 @@ fn report(o: &Outcome) {
 fn describe(c: &CertInfo) -> String {
     let mut names: Vec<String> = c.dns_names.clone();
     names.extend(c.ip_addresses.iter().map(|i| i.to_string()));
-    let names = if names.is_empty() { String::new() } else { format!(", names {}", names.join(",")) };
+    let names = if names.is_empty() {
+        String::new()
+    } else {
+        format!(", names {}", names.join(","))
+    };
     format!(
         "  subject {}, {} key{}, serial {}, expires {}",
         c.subject,
