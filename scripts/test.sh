@@ -23,7 +23,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moat-target}"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 # One crypto provider for the whole binary: aws-lc-rs, never ring beside it.
-if cargo tree -i ring -e normal >/dev/null 2>&1; then
+if cargo tree --workspace -e normal --prefix none --format '{p}' | grep -q '^ring '; then
   echo "error: the ring crate is in the dependency tree; keep aws-lc-rs as the only crypto provider" >&2
   exit 1
 fi
