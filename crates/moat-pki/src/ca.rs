@@ -111,6 +111,11 @@ impl SigningCa {
         &self.key_path
     }
 
+    /// The CA certificate (the first certificate of its file), DER.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.bundle[0]
+    }
+
     /// The CA's private key.
     pub fn key(&self) -> &PrivateKey {
         &self.key

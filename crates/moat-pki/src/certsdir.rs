@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::crl;
 use crate::inspect::{parse_cert_pem, CertInfo};
 use crate::keys::PrivateKey;
 use crate::layout::{self, CertUsage, Classified};
@@ -86,6 +87,79 @@ impl CertEntry {
     }
 }
 
+/// A `*.crl` file of the directory: one or more certificate revocation lists.
+#[derive(Clone, Serialize)]
+pub struct CrlEntry {
+    /// The CRL file.
+    pub path: PathBuf,
+    /// Every CRL in the file (DER), in file order.
+    #[serde(skip)]
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Issuer DN of the first CRL (same form as [`CertInfo::issuer`]).
+    pub issuer: Option<String>,
+    /// thisUpdate of the first CRL.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub this_update: Option<OffsetDateTime>,
+    /// nextUpdate of the first CRL.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_update: Option<OffsetDateTime>,
+    /// Number of revoked entries over all CRLs of the file.
+    pub revoked: usize,
+    /// Why the file is unusable: unparsable, or a CRL not issued by any CA
+    /// of the directory (`ca.crt`, `ca-client.crt`, `ca-ui.crt`, or an
+    /// intermediate CA carried in a leaf file and issued by one of those).
+    pub error: Option<String>,
+}
+
+impl std::fmt::Debug for CrlEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrlEntry")
+            .field("path", &self.path)
+            .field("crls", &self.crls.len())
+            .field("issuer", &self.issuer)
+            .field("next_update", &self.next_update)
+            .field("revoked", &self.revoked)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl CrlEntry {
+    /// Whether the CRLs of this file can be used.
+    pub fn is_valid(&self) -> bool {
+        self.error.is_none() && !self.crls.is_empty()
+    }
+
+    /// Whether the first CRL's nextUpdate has passed (it should have been
+    /// re-issued; relying parties that enforce CRL expiry reject it).
+    pub fn is_stale(&self, now: OffsetDateTime) -> bool {
+        self.next_update.is_some_and(|n| n <= now)
+    }
+
+    /// The first common name of the first CRL's issuer.
+    pub fn issuer_common_name(&self) -> Option<String> {
+        self.summary().and_then(|s| s.issuer_common_name)
+    }
+
+    /// The first CRL's CRL number, in decimal.
+    pub fn crl_number(&self) -> Option<String> {
+        self.summary().and_then(|s| s.crl_number_text)
+    }
+
+    /// Lower-case hex serials revoked by the CRLs of the file.
+    pub fn revoked_serials(&self) -> Vec<String> {
+        self.crls
+            .iter()
+            .filter_map(|c| crl::summarize(c).ok())
+            .flat_map(|s| s.revoked.into_iter().map(|r| crl::serial_hex(&r.serial)))
+            .collect()
+    }
+
+    fn summary(&self) -> Option<crl::CrlSummary> {
+        self.crls.first().and_then(|c| crl::summarize(c).ok())
+    }
+}
+
 /// A `.crt` file that was not loaded, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Skipped {
@@ -105,6 +179,8 @@ pub struct CertsDir {
     pub entries: Vec<CertEntry>,
     /// `.crt` files that were not recognised.
     pub skipped: Vec<Skipped>,
+    /// `*.crl` files, sorted by file name.
+    pub crls: Vec<CrlEntry>,
 }
 
 impl CertsDir {
@@ -130,8 +206,15 @@ impl CertsDir {
         }
         names.sort();
         let mut found: BTreeMap<CertUsage, CertEntry> = BTreeMap::new();
+        let mut crl_paths = Vec::new();
         for (name, path) in names {
             if fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            // CRLs (not `.crt`, so ignored by CockroachDB's classification);
+            // dot files are moat's own temporary and backup files.
+            if name.ends_with(".crl") && !name.starts_with('.') {
+                crl_paths.push(path);
                 continue;
             }
             match layout::classify(&name) {
@@ -144,7 +227,18 @@ impl CertsDir {
             }
         }
         out.entries = found.into_values().collect();
+        let issuers = crl_issuers(&out.entries);
+        out.crls = crl_paths.iter().map(|p| load_crl(p, &issuers)).collect();
         Ok(out)
+    }
+
+    /// Every CRL of the CRL files that loaded without error.
+    pub fn valid_crls(&self) -> Vec<CertificateRevocationListDer<'static>> {
+        self.crls
+            .iter()
+            .filter(|c| c.error.is_none())
+            .flat_map(|c| c.crls.iter().cloned())
+            .collect()
     }
 
     /// The entry for a usage.
@@ -266,6 +360,121 @@ fn load_entry(usage: CertUsage, path: &Path) -> CertEntry {
                 entry.key = Some(key.to_private_key_der());
             }
         }
+    }
+    entry
+}
+
+/// A certificate that may have signed a CRL, and where it was found.
+struct CrlIssuer {
+    cert: CertificateDer<'static>,
+    subject: String,
+    file: String,
+}
+
+/// The CAs CRLs are checked against: every certificate of the CA files, and
+/// the intermediate CAs carried in leaf files that one of those issued.
+fn crl_issuers(entries: &[CertEntry]) -> Vec<CrlIssuer> {
+    let file = |e: &CertEntry| {
+        e.cert_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut out: Vec<CrlIssuer> = Vec::new();
+    for e in entries.iter().filter(|e| e.usage.is_ca()) {
+        for (der, info) in e.chain.iter().zip(&e.certs) {
+            out.push(CrlIssuer {
+                cert: der.clone(),
+                subject: info.subject.clone(),
+                file: file(e),
+            });
+        }
+    }
+    let roots = out.len();
+    for e in entries.iter().filter(|e| !e.usage.is_ca()) {
+        for (der, info) in e.chain.iter().zip(&e.certs).skip(1) {
+            let known = out.iter().any(|i| i.cert == *der);
+            if info.is_ca && !known && out[..roots].iter().any(|ca| issued_by(der, &ca.cert)) {
+                out.push(CrlIssuer {
+                    cert: der.clone(),
+                    subject: info.subject.clone(),
+                    file: format!("{} (intermediate)", file(e)),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether `cert` was signed by `ca`.
+fn issued_by(cert: &[u8], ca: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (Ok((_, cert)), Ok((_, ca))) = (X509Certificate::from_der(cert), X509Certificate::from_der(ca)) else {
+        return false;
+    };
+    cert.issuer().as_raw() == ca.subject().as_raw() && cert.verify_signature(Some(ca.public_key())).is_ok()
+}
+
+/// Loads one CRL file and checks each of its CRLs against the directory's CAs.
+fn load_crl(path: &Path, issuers: &[CrlIssuer]) -> CrlEntry {
+    let mut entry = CrlEntry {
+        path: path.to_path_buf(),
+        crls: vec![],
+        issuer: None,
+        this_update: None,
+        next_update: None,
+        revoked: 0,
+        error: None,
+    };
+    let crls = match fs::read(path)
+        .map_err(|e| format!("could not read: {e}"))
+        .and_then(|b| crl::parse_crl_file(&b))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            entry.error = Some(e);
+            return entry;
+        }
+    };
+    let mut errors = Vec::new();
+    for (i, der) in crls.iter().enumerate() {
+        let label = if crls.len() == 1 {
+            "CRL".to_string()
+        } else {
+            format!("CRL #{}", i + 1)
+        };
+        let summary = match crl::summarize(der) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("{label}: {e}"));
+                continue;
+            }
+        };
+        if i == 0 {
+            entry.issuer = Some(summary.issuer.clone());
+            entry.this_update = Some(summary.this_update);
+            entry.next_update = summary.next_update;
+        }
+        entry.revoked += summary.revoked.len();
+        let same_name: Vec<&CrlIssuer> = issuers.iter().filter(|c| c.subject == summary.issuer).collect();
+        let verdicts: Vec<std::result::Result<(), String>> = same_name
+            .iter()
+            .map(|ca| crl::verify_issued_by(der, &ca.cert).map_err(|e| format!("{e} in {}", ca.file)))
+            .collect();
+        if verdicts.iter().any(|v| v.is_ok()) {
+            continue;
+        }
+        match verdicts.into_iter().find_map(|v| v.err()) {
+            Some(e) => errors.push(format!("{label}: {e}")),
+            None => errors.push(format!(
+                "{label}: issuer {:?} is not a CA of this directory (ca.crt, ca-client.crt, ca-ui.crt)",
+                summary.issuer
+            )),
+        }
+    }
+    entry.crls = crls;
+    if !errors.is_empty() {
+        entry.error = Some(errors.join("; "));
     }
     entry
 }

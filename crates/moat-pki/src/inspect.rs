@@ -7,7 +7,7 @@ use std::path::Path;
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use time::OffsetDateTime;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{PkiError, Result};
@@ -99,6 +99,8 @@ pub struct CertInfo {
     pub self_signed: bool,
     /// SHA-256 of the DER, hex.
     pub sha256: String,
+    /// OCSP responder URLs from the Authority Information Access extension.
+    pub ocsp_urls: Vec<String>,
     /// The raw public key bits (for key matching); not serialised.
     #[serde(skip)]
     pub public_key_raw: Vec<u8>,
@@ -131,6 +133,7 @@ impl CertInfo {
             key_type: describe_spki(&tbs.subject_pki),
             self_signed: tbs.subject.as_raw() == tbs.issuer.as_raw(),
             sha256: hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)),
+            ocsp_urls: vec![],
             public_key_raw: tbs.subject_pki.subject_public_key.data.to_vec(),
         };
         if let Ok(Some(bc)) = cert.basic_constraints() {
@@ -183,6 +186,17 @@ impl CertInfo {
                         }
                     }
                     _ => {}
+                }
+            }
+        }
+        for ext in cert.extensions() {
+            if let ParsedExtension::AuthorityInfoAccess(aia) = ext.parsed_extension() {
+                for desc in &aia.accessdescs {
+                    if desc.access_method.to_id_string() == "1.3.6.1.5.5.7.48.1" {
+                        if let GeneralName::URI(u) = desc.access_location {
+                            info.ocsp_urls.push(u.to_owned());
+                        }
+                    }
                 }
             }
         }

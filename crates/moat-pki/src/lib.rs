@@ -10,6 +10,7 @@
 
 pub mod ca;
 pub mod certsdir;
+pub mod crl;
 pub mod csr;
 pub mod error;
 pub mod inspect;

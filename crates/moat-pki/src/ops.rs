@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::ca::SigningCa;
+use crate::crl;
 use crate::csr;
 use crate::inspect::{certs_to_pem, read_cert_pem, CertInfo};
 use crate::keys::{KeyType, PrivateKey};
@@ -43,6 +45,9 @@ pub struct CreateOptions {
     pub overwrite: bool,
     /// Type of the new key.
     pub key_type: KeyType,
+    /// OCSP responder URL written into leaf certificates (Authority
+    /// Information Access); `None` writes none. Not used for CAs.
+    pub ocsp_url: Option<String>,
 }
 
 impl CreateOptions {
@@ -55,6 +60,15 @@ impl CreateOptions {
             lifetime: None,
             overwrite: false,
             key_type: KeyType::default(),
+            ocsp_url: None,
+        }
+    }
+
+    /// Adds the OCSP responder URL, if any, to leaf parameters.
+    fn add_ocsp_url(&self, params: &mut rcgen::CertificateParams) -> Result<()> {
+        match &self.ocsp_url {
+            Some(url) => profile::add_ocsp_url(params, url),
+            None => Ok(()),
         }
     }
 
@@ -209,6 +223,9 @@ fn create_leaf(
     base: &str,
     extra: impl FnOnce(&PrivateKey, &mut FileSet),
 ) -> Result<Outcome> {
+    if let Some(url) = &opts.ocsp_url {
+        profile::check_ocsp_url(url)?;
+    }
     ensure_dir(&opts.certs_dir)?;
     let cert_path = opts.certs_dir.join(format!("{base}.crt"));
     let key_path = opts.certs_dir.join(format!("{base}.key"));
@@ -217,7 +234,7 @@ fn create_leaf(
     probe.check_targets()?;
     let ca = signer_for(opts, profile)?;
     let now = OffsetDateTime::now_utc();
-    let params = profile::params(
+    let mut params = profile::params(
         profile,
         common_name,
         hosts,
@@ -225,6 +242,7 @@ fn create_leaf(
         now,
         matches!(opts.key_type, KeyType::Rsa(_)),
     )?;
+    opts.add_ocsp_url(&mut params)?;
     ca.check_lifetime(params.not_after, now)?;
     let key = PrivateKey::generate(opts.key_type)?;
     let chain = ca.sign(&params, key.key_pair())?;
@@ -389,6 +407,9 @@ pub struct SignCsrOptions {
 /// [`csr::decide`]) and writes the signed certificate (with the chain when the
 /// CA is an intermediate).
 pub fn sign_csr(opts: &CreateOptions, req: &SignCsrOptions) -> Result<Outcome> {
+    if let Some(url) = &opts.ocsp_url {
+        profile::check_ocsp_url(url)?;
+    }
     let text = std::fs::read(&req.csr).map_err(|e| PkiError::io(&req.csr, e, "check the CSR path"))?;
     let parsed = csr::parse_csr(&req.csr, &text)?;
     let grant = csr::decide(&req.csr, &parsed, req.profile, req.user.as_deref(), &req.hosts)?;
@@ -398,7 +419,7 @@ pub fn sign_csr(opts: &CreateOptions, req: &SignCsrOptions) -> Result<Outcome> {
     probe.check_targets()?;
     let ca = signer_for(opts, req.profile)?;
     let now = OffsetDateTime::now_utc();
-    let params = profile::params(
+    let mut params = profile::params(
         req.profile,
         &grant.common_name,
         &grant.hosts,
@@ -406,6 +427,7 @@ pub fn sign_csr(opts: &CreateOptions, req: &SignCsrOptions) -> Result<Outcome> {
         now,
         grant.rsa,
     )?;
+    opts.add_ocsp_url(&mut params)?;
     ca.check_lifetime(params.not_after, now)?;
     let chain = ca.sign(&params, &parsed.public_key)?;
     let mut files = FileSet::new(opts.overwrite);
@@ -415,5 +437,339 @@ pub fn sign_csr(opts: &CreateOptions, req: &SignCsrOptions) -> Result<Outcome> {
         written,
         cert: CertInfo::from_der(&chain[0]).ok(),
         warnings: vec![],
+    })
+}
+
+/// What `revoke` adds to a CRL.
+#[derive(Debug, Clone)]
+pub enum RevokeTarget {
+    /// A certificate file: its first certificate is revoked, in the CRL of
+    /// the CA that issued it.
+    Cert(PathBuf),
+    /// A serial number in hex, revoked in the CRL of `ca.crt` (or of
+    /// [`RevokeOptions::ca_cert`]).
+    Serial(String),
+    /// Nothing: re-sign the CRL with fresh dates and the next CRL number
+    /// (before it goes stale), or make an empty CRL.
+    Refresh,
+}
+
+/// Options of `revoke`.
+#[derive(Debug, Clone)]
+pub struct RevokeOptions {
+    /// The certs directory, where the CRL is written.
+    pub certs_dir: PathBuf,
+    /// The CA key.
+    pub ca_key: PathBuf,
+    /// The CA: `None` finds the issuer of a certificate among `ca.crt`,
+    /// `ca-client.crt` and `ca-ui.crt`, and means `ca.crt` for a serial or a refresh.
+    pub ca_cert: Option<PathBuf>,
+    /// What to revoke.
+    pub target: RevokeTarget,
+    /// The reason written in the CRL entry (`None`: no reason code, i.e. unspecified).
+    pub reason: Option<rcgen::RevocationReason>,
+    /// Time to nextUpdate; `None` is [`crl::DEFAULT_CRL_LIFETIME`].
+    pub crl_lifetime: Option<Duration>,
+}
+
+impl RevokeOptions {
+    /// Options for a certs directory and CA key.
+    pub fn new(certs_dir: impl Into<PathBuf>, ca_key: impl Into<PathBuf>, target: RevokeTarget) -> Self {
+        RevokeOptions {
+            certs_dir: certs_dir.into(),
+            ca_key: ca_key.into(),
+            ca_cert: None,
+            target,
+            reason: None,
+            crl_lifetime: None,
+        }
+    }
+}
+
+/// What `revoke` did.
+#[derive(Debug)]
+pub struct RevokeOutcome {
+    /// The CRL file.
+    pub crl_path: PathBuf,
+    /// The CA certificate file that signed it.
+    pub ca_cert: PathBuf,
+    /// The serial concerned (hex), if any.
+    pub serial: Option<String>,
+    /// Subject of the revoked certificate, when revoked from its file.
+    pub subject: Option<String>,
+    /// Set when the serial was already in the CRL: nothing was written.
+    pub already_revoked: Option<crl::Revoked>,
+    /// The CRL number of the CRL now in the file (decimal).
+    pub crl_number: String,
+    /// Number of entries in the CRL now in the file.
+    pub revoked: usize,
+    /// nextUpdate of the CRL now in the file.
+    pub next_update: Option<OffsetDateTime>,
+    /// Files written (empty for a no-op).
+    pub written: Vec<PathBuf>,
+    /// Things the user should know.
+    pub warnings: Vec<String>,
+}
+
+/// The CA files a certificate may come from, most likely first: the client
+/// CA for client-only certificates, the UI CA for server-only ones.
+fn issuer_candidates(certs_dir: &Path, info: &CertInfo) -> Vec<PathBuf> {
+    let eku = &info.ext_key_usage;
+    let client_only = eku.iter().any(|e| e == "clientAuth") && !eku.iter().any(|e| e == "serverAuth");
+    let server_only = eku.iter().any(|e| e == "serverAuth") && !eku.iter().any(|e| e == "clientAuth");
+    let order = if client_only {
+        [layout::CLIENT_CA_CERT, layout::CA_CERT, layout::UI_CA_CERT]
+    } else if server_only {
+        [layout::UI_CA_CERT, layout::CA_CERT, layout::CLIENT_CA_CERT]
+    } else {
+        [layout::CA_CERT, layout::CLIENT_CA_CERT, layout::UI_CA_CERT]
+    };
+    order.iter().map(|f| certs_dir.join(f)).filter(|p| p.exists()).collect()
+}
+
+/// Whether `cert` names `ca` as issuer and carries its signature.
+fn signed_by(cert: &X509Certificate<'_>, ca: &[u8]) -> bool {
+    match X509Certificate::from_der(ca) {
+        Ok((_, ca)) => {
+            cert.issuer().as_raw() == ca.subject().as_raw() && cert.verify_signature(Some(ca.public_key())).is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Finds the CA file whose first certificate issued `cert`.
+fn find_issuer(opts: &RevokeOptions, cert_path: &Path, cert: &X509Certificate<'_>, info: &CertInfo) -> Result<PathBuf> {
+    let candidates = match &opts.ca_cert {
+        Some(p) => vec![p.clone()],
+        None => issuer_candidates(&opts.certs_dir, info),
+    };
+    if candidates.is_empty() {
+        return Err(PkiError::bad_file(
+            opts.certs_dir.join(layout::CA_CERT),
+            "CA certificate not found",
+            "pass the issuing CA's certificate with --ca-cert",
+        ));
+    }
+    let mut older = None;
+    for path in &candidates {
+        let bundle = read_cert_pem(path)?;
+        if signed_by(cert, &bundle[0]) {
+            return Ok(path.clone());
+        }
+        if let Some(i) = bundle.iter().skip(1).position(|ca| signed_by(cert, ca)) {
+            older.get_or_insert((path.clone(), i + 2));
+        }
+    }
+    let names: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    Err(match older {
+        Some((path, n)) => PkiError::bad_file(
+            cert_path,
+            format!(
+                "issued by certificate #{n} of {} (a previous CA), and moat signs CRLs with the first CA of a file",
+                path.display()
+            ),
+            "save that CA certificate to a file and pass it with --ca-cert, with its key as --ca-key",
+        ),
+        None => PkiError::bad_file(
+            cert_path,
+            format!(
+                "not issued by the CA in {} (issuer {:?})",
+                names.join(" or "),
+                info.issuer
+            ),
+            "pass the issuing CA's certificate with --ca-cert",
+        ),
+    })
+}
+
+/// An exclusive advisory lock on a directory, held while a CRL is read,
+/// extended and rewritten, so concurrent `revoke`s do not lose entries.
+/// The lock is released when the file is closed (dropped).
+struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<DirLock> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(dir).map_err(|e| PkiError::io(dir, e, "check the certs directory"))?;
+        // SAFETY: flock on a valid, owned file descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(PkiError::io(
+                dir,
+                std::io::Error::last_os_error(),
+                "could not lock the certs directory",
+            ));
+        }
+        Ok(DirLock { _file: f })
+    }
+}
+
+/// The existing CRL of a CA, checked: it must parse, hold one CRL and have
+/// been issued by this CA.
+fn read_existing_crl(crl_path: &Path, ca: &SigningCa) -> Result<Option<crl::CrlSummary>> {
+    let bytes = match std::fs::read(crl_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PkiError::io(crl_path, e, "check the CRL file's permissions")),
+    };
+    let fix = "restore it from a backup, or move it away to start a new CRL (then revoke its certificates again)";
+    let crls = crl::parse_crl_file(&bytes)
+        .map_err(|e| PkiError::bad_file(crl_path, format!("the existing CRL is unreadable: {e}"), fix))?;
+    if crls.len() != 1 {
+        return Err(PkiError::bad_file(
+            crl_path,
+            format!("holds {} CRLs; moat keeps exactly one CRL per CA file", crls.len()),
+            fix,
+        ));
+    }
+    crl::verify_issued_by(&crls[0], ca.cert_der()).map_err(|e| {
+        PkiError::bad_file(
+            crl_path,
+            format!("the existing CRL does not belong to {}: {e}", ca.cert_path().display()),
+            "pass the CA that issued this CRL (--ca-cert), or move the file away",
+        )
+    })?;
+    crl::summarize(&crls[0])
+        .map(Some)
+        .map_err(|e| PkiError::bad_file(crl_path, format!("the existing CRL is unreadable: {e}"), fix))
+}
+
+/// `revoke`: adds a certificate (or serial) to the CRL of the CA that issued
+/// it (`ca.crl`, `ca-client.crl`, `ca-ui.crl` in the certs directory), keeping
+/// every existing entry, with the next CRL number, thisUpdate = now and
+/// nextUpdate = now + the CRL lifetime. Revoking a serial already in the CRL
+/// changes nothing. The revoked certificate's files are left in place.
+pub fn revoke(opts: &RevokeOptions) -> Result<RevokeOutcome> {
+    require_path(&opts.ca_key, "--ca-key")?;
+    if !opts.certs_dir.is_dir() {
+        return Err(PkiError::bad_file(
+            &opts.certs_dir,
+            "certs directory not found",
+            "pass the directory holding the CA certificate with --certs-dir",
+        ));
+    }
+    let mut subject = None;
+    let (serial, ca_path) = match &opts.target {
+        RevokeTarget::Cert(given) => {
+            // A bare name may also designate a file of the certs directory.
+            let path = if !given.exists() && given.is_relative() && opts.certs_dir.join(given).exists() {
+                opts.certs_dir.join(given)
+            } else {
+                given.clone()
+            };
+            let chain = read_cert_pem(&path)?;
+            let (_, cert) = X509Certificate::from_der(&chain[0])
+                .map_err(|e| PkiError::bad_file(&path, format!("unreadable certificate ({e})"), "check the file"))?;
+            let info = CertInfo::from_der(&chain[0]).map_err(|e| PkiError::bad_file(&path, e, "check the file"))?;
+            if info.self_signed {
+                return Err(PkiError::bad_file(
+                    &path,
+                    "is a self-signed (root) certificate, which no CRL can revoke",
+                    "stop trusting it instead: remove it from the CA file (after rotating to a new CA)",
+                ));
+            }
+            let ca_path = find_issuer(opts, &path, &cert, &info)?;
+            subject = Some(info.subject.clone());
+            (Some(crl::normalize_serial(cert.raw_serial())), ca_path)
+        }
+        RevokeTarget::Serial(text) => (
+            Some(crl::parse_serial(text)?),
+            opts.ca_cert
+                .clone()
+                .unwrap_or_else(|| opts.certs_dir.join(layout::CA_CERT)),
+        ),
+        RevokeTarget::Refresh => (
+            None,
+            opts.ca_cert
+                .clone()
+                .unwrap_or_else(|| opts.certs_dir.join(layout::CA_CERT)),
+        ),
+    };
+    if !ca_path.exists() {
+        return Err(PkiError::bad_file(
+            &ca_path,
+            "CA certificate not found",
+            "create the CA first or pass its certificate with --ca-cert",
+        ));
+    }
+    let ca = SigningCa::load(&ca_path, &opts.ca_key)?;
+    if !crl::may_sign_crls(ca.cert_der()) {
+        return Err(PkiError::bad_file(
+            &ca_path,
+            format!(
+                "CA certificate {:?} may not sign CRLs (its Key Usage lacks cRLSign)",
+                ca.info().subject
+            ),
+            "revoke with a CA whose certificate has the cRLSign key usage (moat's CAs do)",
+        ));
+    }
+    let crl_path = crl::crl_path_for(&opts.certs_dir, &ca_path);
+    let _lock = DirLock::acquire(&opts.certs_dir)?;
+    let existing = read_existing_crl(&crl_path, &ca)?;
+    let mut revoked = existing.as_ref().map(|e| e.revoked.clone()).unwrap_or_default();
+    let serial_hex = serial.as_deref().map(crl::serial_hex);
+    if let Some(s) = &serial {
+        if let Some(prev) = revoked.iter().find(|r| &r.serial == s) {
+            let existing = existing.as_ref().expect("an entry implies a CRL");
+            return Ok(RevokeOutcome {
+                crl_path,
+                ca_cert: ca_path,
+                serial: serial_hex,
+                subject,
+                already_revoked: Some(prev.clone()),
+                crl_number: existing.crl_number_text.clone().unwrap_or_default(),
+                revoked: revoked.len(),
+                next_update: existing.next_update,
+                written: vec![],
+                warnings: vec![],
+            });
+        }
+    }
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    if let Some(s) = &serial {
+        revoked.push(crl::Revoked {
+            serial: s.clone(),
+            revocation_time: now,
+            reason: opts.reason.filter(|r| *r != rcgen::RevocationReason::Unspecified),
+            invalidity_date: None,
+        });
+    }
+    let number = crl::next_crl_number(existing.as_ref().and_then(|e| e.crl_number.as_deref()));
+    let next_update = now + opts.crl_lifetime.unwrap_or(crl::DEFAULT_CRL_LIFETIME);
+    let mut warnings = Vec::new();
+    if next_update > ca.info().not_after {
+        warnings.push(format!(
+            "the CA certificate {} expires on {}, before this CRL's next update",
+            ca_path.display(),
+            ca.info().not_after.date()
+        ));
+    }
+    let der = crl::sign_crl(
+        &ca,
+        &crl::NewCrl {
+            revoked: &revoked,
+            number: &number,
+            this_update: now,
+            next_update,
+        },
+    )?;
+    let mut files = FileSet::new(true);
+    files.add_cert(&crl_path, crl::crls_to_pem(&[der]));
+    let written = files.commit()?;
+    let number_text = x509_parser::num_bigint::BigUint::from_bytes_be(&number).to_string();
+    Ok(RevokeOutcome {
+        crl_path,
+        ca_cert: ca_path,
+        serial: serial_hex,
+        subject,
+        already_revoked: None,
+        crl_number: number_text,
+        revoked: revoked.len(),
+        next_update: Some(next_update),
+        written,
+        warnings,
     })
 }

@@ -165,9 +165,140 @@ pub fn params(
     Ok(p)
 }
 
+/// OID of the Authority Information Access extension (id-pe-authorityInfoAccess).
+pub const AUTHORITY_INFO_ACCESS_OID: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
+/// DER content (without tag and length) of the id-ad-ocsp OID, 1.3.6.1.5.5.7.48.1.
+const ID_AD_OCSP: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+
+/// Checks an OCSP responder URL: `http://` or `https://`, printable ASCII
+/// (it is written as an IA5String), no spaces, a host.
+pub fn check_ocsp_url(url: &str) -> Result<()> {
+    let bad = |why: &str| {
+        PkiError::invalid(
+            format!("invalid OCSP responder URL {:?}: {why}", url.escape_debug().to_string()),
+            "pass an absolute http:// URL such as http://ocsp.example.com:8888/",
+        )
+    };
+    if !url.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(bad(
+            "only printable ASCII without spaces is allowed (percent-encode the rest)",
+        ));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| bad("the scheme must be http:// (or https://)"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("no host"));
+    }
+    if url.len() > 2048 {
+        return Err(bad("longer than 2048 characters"));
+    }
+    Ok(())
+}
+
+/// Appends a DER length.
+fn der_length(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+}
+
+/// Appends a DER tag-length-value.
+fn der_tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+    out.push(tag);
+    der_length(out, content.len());
+    out.extend_from_slice(content);
+}
+
+/// The DER of an `AuthorityInfoAccessSyntax` (RFC 5280 4.2.2.1) holding one
+/// `id-ad-ocsp` access description per URL, each a uniformResourceIdentifier.
+pub fn authority_info_access_ocsp_der(urls: &[&str]) -> Vec<u8> {
+    let mut descriptions = Vec::new();
+    for url in urls {
+        let mut desc = Vec::new();
+        der_tlv(&mut desc, 0x06, ID_AD_OCSP); // accessMethod OBJECT IDENTIFIER
+        der_tlv(&mut desc, 0x86, url.as_bytes()); // [6] IMPLICIT IA5String
+        der_tlv(&mut descriptions, 0x30, &desc); // AccessDescription SEQUENCE
+    }
+    let mut out = Vec::new();
+    der_tlv(&mut out, 0x30, &descriptions);
+    out
+}
+
+/// Adds an Authority Information Access extension pointing at an OCSP
+/// responder (non-critical) to leaf parameters. rcgen cannot write AIA itself.
+pub fn add_ocsp_url(params: &mut CertificateParams, url: &str) -> Result<()> {
+    check_ocsp_url(url)?;
+    params.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
+        AUTHORITY_INFO_ACCESS_OID,
+        authority_info_access_ocsp_der(&[url]),
+    ));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aia_der_is_exact() {
+        let der = authority_info_access_ocsp_der(&["http://a/"]);
+        let expected: Vec<u8> = [
+            &[0x30, 0x17, 0x30, 0x15, 0x06, 0x08][..],
+            ID_AD_OCSP,
+            &[0x86, 0x09],
+            b"http://a/",
+        ]
+        .concat();
+        assert_eq!(der, expected);
+        // Long URLs use the long length form, and x509-parser reads them back.
+        let long = format!("http://ocsp.example.com/{}", "x".repeat(300));
+        let der = authority_info_access_ocsp_der(&[&long, "http://b/"]);
+        assert_eq!(&der[..2], &[0x30, 0x82]);
+        let (rest, aia) =
+            <x509_parser::extensions::AuthorityInfoAccess as x509_parser::prelude::FromDer<_>>::from_der(&der).unwrap();
+        assert!(rest.is_empty());
+        let urls: Vec<String> = aia
+            .accessdescs
+            .iter()
+            .map(|d| {
+                assert_eq!(d.access_method.to_id_string(), "1.3.6.1.5.5.7.48.1");
+                match &d.access_location {
+                    x509_parser::extensions::GeneralName::URI(u) => u.to_string(),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(urls, vec![long, "http://b/".to_string()]);
+    }
+
+    #[test]
+    fn ocsp_urls_are_checked() {
+        for good in [
+            "http://127.0.0.1:8888/ocsp",
+            "https://ocsp.example.com",
+            "http://[::1]/",
+        ] {
+            check_ocsp_url(good).unwrap();
+        }
+        for bad in [
+            "",
+            "ftp://x/",
+            "http://",
+            "http:///x",
+            "http://a b/",
+            "http://é/",
+            "ocsp.example.com",
+        ] {
+            assert!(check_ocsp_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sans_are_classified() {

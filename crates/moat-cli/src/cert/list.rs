@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use clap::ValueEnum;
-use moat_pki::certsdir::{CertEntry, CertsDir};
+use moat_pki::certsdir::{CertEntry, CertsDir, CrlEntry};
 use moat_pki::layout::CertUsage;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -52,13 +52,33 @@ fn notes(e: &CertEntry, now: OffsetDateTime) -> String {
     parts.join("; ")
 }
 
+fn ymd(t: OffsetDateTime) -> String {
+    let d = t.date();
+    format!("{:04}/{:02}/{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
 fn expires(e: &CertEntry) -> String {
     e.leaf()
-        .map(|l| {
-            let d = l.not_after.date();
-            format!("{:04}/{:02}/{:02}", d.year(), u8::from(d.month()), d.day())
-        })
+        .map(|l| ymd(l.not_after))
         .unwrap_or_else(|| "0001/01/01".into())
+}
+
+fn crl_notes(c: &CrlEntry, now: OffsetDateTime) -> String {
+    let mut parts = Vec::new();
+    if c.issuer.is_some() {
+        let cn = c
+            .issuer_common_name()
+            .or_else(|| c.issuer.clone())
+            .unwrap_or_else(|| "<unknown>".into());
+        parts.push(format!("issuer: {cn}"));
+        parts.push(format!("revoked: {}", c.revoked));
+        if c.is_stale(now) {
+            parts.push("stale".into());
+        }
+    } else {
+        parts.push("<unknown>".into());
+    }
+    parts.join("; ")
 }
 
 /// Prints the certs directory.
@@ -94,12 +114,38 @@ pub fn run(dir: &Path, format: Option<Format>) -> Result<()> {
             .iter()
             .map(|s| json!({"file": file_name(&s.path), "reason": s.reason}))
             .collect();
-        let doc = json!({"certs_dir": dir.display().to_string(), "certificates": certs, "skipped": skipped});
+        let crls: Vec<_> = loaded
+            .crls
+            .iter()
+            .map(|c| {
+                json!({
+                    "usage": "CRL",
+                    "crl_file": file_name(&c.path),
+                    "issuer": c.issuer,
+                    "issuer_common_name": c.issuer_common_name(),
+                    "crl_number": c.crl_number(),
+                    "crls": c.crls.len(),
+                    "this_update": c.this_update.map(|t| t.to_string()),
+                    "next_update": c.next_update.map(|t| t.to_string()),
+                    "stale": c.is_stale(now),
+                    "revoked": c.revoked,
+                    "revoked_serials": c.revoked_serials(),
+                    "notes": crl_notes(c, now),
+                    "error": c.error,
+                })
+            })
+            .collect();
+        let doc = json!({
+            "certs_dir": dir.display().to_string(),
+            "certificates": certs,
+            "crls": crls,
+            "skipped": skipped,
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     println!("Certificate directory: {}", dir.display());
-    let rows: Vec<Vec<String>> = loaded
+    let mut rows: Vec<Vec<String>> = loaded
         .entries
         .iter()
         .map(|e| {
@@ -113,6 +159,16 @@ pub fn run(dir: &Path, format: Option<Format>) -> Result<()> {
             ]
         })
         .collect();
+    rows.extend(loaded.crls.iter().map(|c| {
+        vec![
+            "CRL".to_string(),
+            file_name(&c.path),
+            String::new(),
+            c.next_update.map(ymd).unwrap_or_default(),
+            crl_notes(c, now),
+            c.error.clone().unwrap_or_default(),
+        ]
+    }));
     print!(
         "{}",
         table::render(

@@ -5,11 +5,13 @@ mod list;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::builder::PossibleValuesParser;
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use moat_pki::crl;
 use moat_pki::inspect::CertInfo;
 use moat_pki::keys::KeyType;
 use moat_pki::lifetime::parse_lifetime;
-use moat_pki::ops::{self, CreateOptions, Outcome, SignCsrOptions};
+use moat_pki::ops::{self, CreateOptions, Outcome, RevokeOptions, RevokeOutcome, RevokeTarget, SignCsrOptions};
 use moat_pki::profile::Profile;
 
 /// Flags every `cert` command takes.
@@ -45,6 +47,49 @@ pub struct CreateArgs {
     /// RSA modulus size in bits (with --key-type rsa).
     #[arg(long, default_value_t = 2048)]
     key_size: u32,
+}
+
+/// Flags of the commands that issue leaf certificates.
+#[derive(Args, Clone)]
+pub struct LeafArgs {
+    /// OCSP responder URL to write in the certificate (Authority Information Access).
+    #[arg(long, value_name = "URL")]
+    ocsp_url: Option<String>,
+}
+
+/// Flags of `revoke`.
+#[derive(Args, Clone)]
+#[command(group(ArgGroup::new("what").required(true).args(["cert", "serial", "refresh"])))]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// The certificate file to revoke (a path, or a file name in the certs directory).
+    cert: Option<PathBuf>,
+    /// Revoke a serial number (hex) instead, in the CRL of ca.crt (or --client-ca, --ui-ca, --ca-cert).
+    #[arg(long, value_name = "HEX")]
+    serial: Option<String>,
+    /// Revoke nothing: re-sign the CRL with fresh dates (do it before its next update), or make an empty one.
+    #[arg(long, conflicts_with = "reason")]
+    refresh: bool,
+    /// Revocation reason (RFC 5280 name).
+    #[arg(long, value_parser = PossibleValuesParser::new(crl::REASON_NAMES.iter().copied()), ignore_case = true)]
+    reason: Option<String>,
+    /// The CA's private key.
+    #[arg(long, env = "MOAT_CA_KEY", default_value = "", hide_default_value = true)]
+    ca_key: String,
+    /// The issuing CA's certificate (default: the certificate's issuer among ca.crt, ca-client.crt and
+    /// ca-ui.crt; ca.crt for --serial and --refresh). The CRL is written in the certs directory as <name>.crl.
+    #[arg(long, conflicts_with_all = ["client_ca", "ui_ca"])]
+    ca_cert: Option<PathBuf>,
+    /// Use the client CA (ca-client.crt, CRL ca-client.crl).
+    #[arg(long, conflicts_with = "ui_ca")]
+    client_ca: bool,
+    /// Use the console CA (ca-ui.crt, CRL ca-ui.crl).
+    #[arg(long)]
+    ui_ca: bool,
+    /// Time from now to the CRL's next update: 720h, 30d, 1y ...
+    #[arg(long, default_value = "30d")]
+    crl_lifetime: String,
 }
 
 #[derive(ValueEnum, Clone, Copy)]
@@ -103,6 +148,8 @@ pub enum CertCommand {
     CreateNode {
         #[command(flatten)]
         args: CreateArgs,
+        #[command(flatten)]
+        leaf: LeafArgs,
         /// Host names and IP addresses of the node.
         hosts: Vec<String>,
     },
@@ -110,6 +157,8 @@ pub enum CertCommand {
     CreateClient {
         #[command(flatten)]
         args: CreateArgs,
+        #[command(flatten)]
+        leaf: LeafArgs,
         /// The SQL user (normalised to lower case).
         user: String,
         /// Also write client.<user>.key.pk8 (DER PKCS#8, for Java drivers).
@@ -120,6 +169,8 @@ pub enum CertCommand {
     CreateUi {
         #[command(flatten)]
         args: CreateArgs,
+        #[command(flatten)]
+        leaf: LeafArgs,
         /// Host names and IP addresses of the console.
         hosts: Vec<String>,
     },
@@ -146,6 +197,8 @@ pub enum CertCommand {
     SignCsr {
         #[command(flatten)]
         args: CreateArgs,
+        #[command(flatten)]
+        leaf: LeafArgs,
         /// The CSR file (PEM).
         csr: PathBuf,
         /// The profile to grant.
@@ -161,7 +214,9 @@ pub enum CertCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// List the certificates of the certs directory, with problems flagged.
+    /// Revoke a certificate: add it to the CRL of its CA (ca.crl, ca-client.crl or ca-ui.crl).
+    Revoke(RevokeArgs),
+    /// List the certificates and CRLs of the certs directory, with problems flagged.
     List {
         #[command(flatten)]
         dir: DirArgs,
@@ -196,6 +251,34 @@ impl CreateArgs {
         o.key_type = key_type(self.key_type, self.key_size)?;
         Ok(o)
     }
+
+    fn leaf_options(&self, leaf: &LeafArgs) -> Result<CreateOptions> {
+        let mut o = self.options()?;
+        o.ocsp_url = leaf.ocsp_url.clone();
+        Ok(o)
+    }
+}
+
+impl RevokeArgs {
+    fn options(&self) -> Result<RevokeOptions> {
+        let certs_dir = PathBuf::from(&self.dir.certs_dir);
+        let target = match (&self.cert, &self.serial) {
+            (Some(c), _) => RevokeTarget::Cert(c.clone()),
+            (None, Some(s)) => RevokeTarget::Serial(s.clone()),
+            (None, None) => RevokeTarget::Refresh,
+        };
+        let mut o = RevokeOptions::new(&certs_dir, &self.ca_key, target);
+        o.ca_cert = if self.client_ca {
+            Some(certs_dir.join(moat_pki::layout::CLIENT_CA_CERT))
+        } else if self.ui_ca {
+            Some(certs_dir.join(moat_pki::layout::UI_CA_CERT))
+        } else {
+            self.ca_cert.clone()
+        };
+        o.reason = self.reason.as_deref().map(crl::parse_reason).transpose()?;
+        o.crl_lifetime = Some(parse_lifetime(&self.crl_lifetime)?);
+        Ok(o)
+    }
 }
 
 /// Runs a `cert` subcommand.
@@ -213,13 +296,14 @@ pub fn run(cmd: CertCommand) -> Result<()> {
             args,
             allow_ca_key_reuse,
         } => ops::create_ca(&args.options()?, Profile::UiCa, allow_ca_key_reuse)?,
-        CertCommand::CreateNode { args, hosts } => ops::create_node(&args.options()?, &hosts)?,
+        CertCommand::CreateNode { args, leaf, hosts } => ops::create_node(&args.leaf_options(&leaf)?, &hosts)?,
         CertCommand::CreateClient {
             args,
+            leaf,
             user,
             also_generate_pkcs8_key,
-        } => ops::create_client(&args.options()?, &user, also_generate_pkcs8_key)?,
-        CertCommand::CreateUi { args, hosts } => ops::create_ui(&args.options()?, &hosts)?,
+        } => ops::create_client(&args.leaf_options(&leaf)?, &user, also_generate_pkcs8_key)?,
+        CertCommand::CreateUi { args, leaf, hosts } => ops::create_ui(&args.leaf_options(&leaf)?, &hosts)?,
         CertCommand::CreateCsr {
             dir,
             profile,
@@ -236,13 +320,14 @@ pub fn run(cmd: CertCommand) -> Result<()> {
         )?,
         CertCommand::SignCsr {
             args,
+            leaf,
             csr,
             profile,
             hosts,
             user,
             out,
         } => ops::sign_csr(
-            &args.options()?,
+            &args.leaf_options(&leaf)?,
             &SignCsrOptions {
                 csr,
                 profile: profile.into(),
@@ -251,6 +336,10 @@ pub fn run(cmd: CertCommand) -> Result<()> {
                 out,
             },
         )?,
+        CertCommand::Revoke(args) => {
+            report_revoke(&ops::revoke(&args.options()?)?);
+            return Ok(());
+        }
         CertCommand::List { dir, format } => return list::run(dir.certs_dir.as_ref(), format),
     };
     report(&outcome);
@@ -269,6 +358,48 @@ fn report(o: &Outcome) {
     }
 }
 
+fn report_revoke(o: &RevokeOutcome) {
+    for w in &o.warnings {
+        eprintln!("warning: {w}");
+    }
+    let what = match (&o.serial, &o.subject) {
+        (Some(s), Some(subj)) => format!("serial {s} ({subj})"),
+        (Some(s), None) => format!("serial {s}"),
+        _ => String::new(),
+    };
+    let next = o
+        .next_update
+        .map(|n| format!(", next update {}", n.date()))
+        .unwrap_or_default();
+    match &o.already_revoked {
+        Some(prev) => {
+            let reason = prev
+                .reason
+                .map(|r| format!(", reason {}", crl::reason_name(r)))
+                .unwrap_or_default();
+            println!(
+                "{what} is already revoked in {} (since {}{reason}); nothing changed",
+                o.crl_path.display(),
+                prev.revocation_time.date()
+            );
+        }
+        None => {
+            for p in &o.written {
+                println!("wrote {}", p.display());
+            }
+            if !what.is_empty() {
+                println!("revoked {what}");
+            }
+            println!(
+                "  CRL number {}, {} revoked, signed by {}{next}",
+                o.crl_number,
+                o.revoked,
+                o.ca_cert.display()
+            );
+        }
+    }
+}
+
 fn describe(c: &CertInfo) -> String {
     let mut names: Vec<String> = c.dns_names.clone();
     names.extend(c.ip_addresses.iter().map(|i| i.to_string()));
@@ -277,8 +408,13 @@ fn describe(c: &CertInfo) -> String {
     } else {
         format!(", names {}", names.join(","))
     };
+    let ocsp = if c.ocsp_urls.is_empty() {
+        String::new()
+    } else {
+        format!(", OCSP {}", c.ocsp_urls.join(","))
+    };
     format!(
-        "  subject {}, {} key{}, serial {}, expires {}",
+        "  subject {}, {} key{}, serial {}, expires {}{ocsp}",
         c.subject,
         c.key_type,
         names,
