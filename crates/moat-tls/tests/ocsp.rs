@@ -866,3 +866,127 @@ async fn unknown_issuer_fails() {
     })
     .await
 }
+
+/// Log lines of the whole test process (only the listener test reads them).
+#[derive(Clone, Default)]
+struct GlobalLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for GlobalLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn listener_refuses_a_peer_revoked_at_the_responder_before_serving_a_byte() {
+    use moat_tls::principal::IdentityPolicy;
+    use moat_tls::store::{CertStore, StoreRole};
+    use std::os::unix::fs::PermissionsExt;
+
+    let logs = GlobalLogs::default();
+    let sink = logs.clone();
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = make_ca(dir.path(), "ca");
+        let entries = [Entry::Valid(0x2000_0002, "root"), Entry::Revoked(0x2000_0003, "alice")];
+        let responder = Responder::start(dir.path(), "listener", &entries, &ca, &ca);
+        let node = make_cert(
+            dir.path(),
+            &ca,
+            "node",
+            0x2000_0001,
+            &[],
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        let root = leaf(dir.path(), &ca, "root", 0x2000_0002, &[&responder.url()]);
+        let alice = leaf(dir.path(), &ca, "alice", 0x2000_0003, &[&responder.url()]);
+        // A certs directory for the node.
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).unwrap();
+        std::fs::copy(&ca.cert_path, certs.join("ca.crt")).unwrap();
+        std::fs::copy(&node.cert_path, certs.join("node.crt")).unwrap();
+        std::fs::copy(&node.key_path, certs.join("node.key")).unwrap();
+        std::fs::set_permissions(certs.join("node.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let store = CertStore::open(&certs, StoreRole::Node, IdentityPolicy::default()).unwrap();
+
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    return;
+                };
+                let snap = store.snapshot();
+                tokio::spawn(async move {
+                    let Ok(mut tls) =
+                        moat_tls::accept::handshake(snap.sql_server(), tcp, peer, "sql", Duration::from_secs(5)).await
+                    else {
+                        return;
+                    };
+                    let chain = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
+                    let anchors = snap.material.client_anchor_certs();
+                    if moat_tls::accept::check_ocsp(&cfg(OcspMode::Strict), chain.as_deref(), &anchors, peer, "sql")
+                        .await
+                        .is_err()
+                    {
+                        return; // dropped: not a byte served
+                    }
+                    let _ = tls.write_all(b"hello\n").await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        let s_client = |who: &Identity| {
+            let (cert, key) = (who.cert_path.clone(), who.key_path.clone());
+            async move {
+                let out = tokio::process::Command::new("openssl")
+                    .args(["s_client", "-connect", &addr.to_string(), "-ign_eof", "-CAfile"])
+                    .arg(certs_ca(&cert))
+                    .arg("-cert")
+                    .arg(&cert)
+                    .arg("-key")
+                    .arg(&key)
+                    .stdin(Stdio::null())
+                    .output()
+                    .await
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains("hello")
+            }
+        };
+        assert!(
+            s_client(&root).await,
+            "a good certificate is served; {}",
+            responder.log()
+        );
+        assert!(!s_client(&alice).await, "a revoked certificate gets nothing");
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+            if text.contains("reason=\"revoked\"") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            text.contains("reason=\"revoked\"") && text.contains("CN=alice"),
+            "{text}"
+        );
+        server.abort();
+    })
+    .await
+}
+
+/// The CA file beside a test identity's certificate.
+fn certs_ca(cert: &Path) -> PathBuf {
+    cert.parent().unwrap().join("ca.crt")
+}
