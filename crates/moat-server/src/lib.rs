@@ -1,0 +1,17 @@
+//! # moat-server
+//!
+//! The moat node: the PostgreSQL wire protocol on TLS only, CockroachDB's
+//! authentication rules (HBA, certificates, SCRAM passwords), and the
+//! embedded SQLite store.
+
+pub mod auth;
+mod conn;
+pub mod db;
+pub mod error;
+pub mod hba;
+pub mod node;
+pub mod scram;
+pub mod sql;
+pub mod users;
+
+pub use error::ServerError;

@@ -1,0 +1,171 @@
+//! A running node: the certificate store with its reloader, the store, and
+//! the SQL listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moat_tls::ocsp::OcspConfig;
+use moat_tls::principal::IdentityPolicy;
+use moat_tls::store::{CertStore, Reloader, StoreRole};
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+
+use crate::auth::{AuthContext, AuthStartup};
+use crate::db::Database;
+use crate::hba::HbaConfig;
+use crate::ServerError;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The certs directory.
+    pub certs_dir: PathBuf,
+    /// The store directory.
+    pub store_dir: PathBuf,
+    /// Address of the SQL (and, later, RPC) listener.
+    pub listen_addr: SocketAddr,
+    /// Principal map and pinned DNs.
+    pub policy: IdentityPolicy,
+    /// HBA rules.
+    pub hba: HbaConfig,
+    /// Accept SQL clients without TLS (HBA still decides; `cert` never matches).
+    pub accept_sql_without_tls: bool,
+    /// OCSP checking of client certificates.
+    pub ocsp: OcspConfig,
+    /// Deadline for the TLS negotiation (SSLRequest + handshake).
+    pub handshake_timeout: Duration,
+    /// Deadline for the PostgreSQL startup and authentication.
+    pub startup_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration with defaults for everything but the directories.
+    pub fn new(certs_dir: impl Into<PathBuf>, store_dir: impl Into<PathBuf>, listen_addr: SocketAddr) -> Self {
+        NodeConfig {
+            certs_dir: certs_dir.into(),
+            store_dir: store_dir.into(),
+            listen_addr,
+            policy: IdentityPolicy::default(),
+            hba: HbaConfig::default_config(),
+            accept_sql_without_tls: false,
+            ocsp: OcspConfig::default(),
+            handshake_timeout: Duration::from_secs(10),
+            startup_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// State shared by all connections of a node.
+pub(crate) struct Shared {
+    pub store: Arc<CertStore>,
+    pub db: Arc<Database>,
+    pub auth: Arc<AuthContext>,
+    pub ocsp: OcspConfig,
+    pub handshake_timeout: Duration,
+    pub startup_timeout: Duration,
+}
+
+/// The handlers of one connection.
+pub(crate) struct ConnHandlers {
+    pub startup: Arc<AuthStartup>,
+    pub queries: Arc<crate::sql::QueryHandlers>,
+}
+
+impl ConnHandlers {
+    pub fn new(shared: &Shared, server_cert: Option<CertificateDer<'static>>) -> Self {
+        ConnHandlers {
+            startup: Arc::new(AuthStartup::new(shared.auth.clone(), server_cert)),
+            queries: Arc::new(crate::sql::QueryHandlers::new(shared.db.clone())),
+        }
+    }
+}
+
+/// Counts open connections by kind (`sql.connections.open`).
+pub(crate) struct OpenGuard(&'static str);
+
+impl OpenGuard {
+    pub fn new(kind: &'static str) -> Self {
+        metrics::gauge!("sql.connections.open", "kind" => kind).increment(1.0);
+        OpenGuard(kind)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        metrics::gauge!("sql.connections.open", "kind" => self.0).decrement(1.0);
+    }
+}
+
+/// A node that is serving.
+pub struct RunningNode {
+    /// The address the SQL listener is bound to.
+    pub sql_addr: SocketAddr,
+    /// The certificate store (reload, snapshots, stats).
+    pub store: Arc<CertStore>,
+    accept: tokio::task::JoinHandle<()>,
+    _reloader: Reloader,
+}
+
+impl RunningNode {
+    /// Stops accepting connections (established ones end with the runtime).
+    pub fn stop(&self) {
+        self.accept.abort();
+    }
+
+    /// Waits until the accept loop ends.
+    pub async fn wait(self) {
+        let _ = (&mut { self.accept }).await;
+    }
+}
+
+/// Starts a single node: checks the certs directory (refusing to start
+/// without `ca.crt` and a valid `node.crt`/`node.key` with the usages a node
+/// needs), opens the store, binds the listener, starts the reloader.
+pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
+    let store = CertStore::open(&cfg.certs_dir, StoreRole::Node, cfg.policy.clone())?;
+    let db = Arc::new(Database::open(&cfg.store_dir)?);
+    let reloader = store.spawn_reloader(Duration::from_millis(200), Duration::from_millis(800))?;
+    let listener = TcpListener::bind(cfg.listen_addr).await.map_err(|e| ServerError::Io {
+        what: format!("cannot listen on {}", cfg.listen_addr),
+        source: e,
+    })?;
+    let sql_addr = listener.local_addr().map_err(|e| ServerError::Io {
+        what: "listener address".into(),
+        source: e,
+    })?;
+    let shared = Arc::new(Shared {
+        auth: Arc::new(AuthContext::new(
+            db.clone(),
+            cfg.hba.clone(),
+            cfg.policy.clone(),
+            cfg.accept_sql_without_tls,
+        )),
+        store: store.clone(),
+        db,
+        ocsp: cfg.ocsp,
+        handshake_timeout: cfg.handshake_timeout,
+        startup_timeout: cfg.startup_timeout,
+    });
+    tracing::info!(%sql_addr, certs_dir = %cfg.certs_dir.display(), store = %cfg.store_dir.display(), "node serving SQL over TLS");
+    let accept = tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    tokio::spawn(crate::conn::serve(shared.clone(), tcp, peer));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Ok(RunningNode {
+        sql_addr,
+        store,
+        accept,
+        _reloader: reloader,
+    })
+}

@@ -1,0 +1,1225 @@
+//! A SQL session: the connection's own SQLite connection (opened lazily,
+//! kept for the session so transactions work), its transaction state, its
+//! variables. Every statement runs through [`Engine::execute`], on a
+//! blocking thread; this is the one place to route statements elsewhere
+//! (replication) later.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use pgwire::api::portal::{Format, PortalExecutionState};
+use pgwire::api::results::{FieldFormat, FieldInfo, Tag};
+use pgwire::api::Type;
+use pgwire::messages::data::DataRow;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::types::Value;
+use rusqlite::Connection;
+
+use super::error::{from_sqlite, ErrorContext, SqlError};
+use super::infer::{self, Env};
+use super::intercept::{classify, version_string, Statement, StmtKind, Vars, Verb, DATABASE};
+use super::lexer::quote_ident;
+use super::rewrite::to_sqlite;
+use super::types::{self, from_decl};
+use crate::db::Database;
+use crate::users::{self, UserResult, UserStatement};
+
+/// Transaction state of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tx {
+    /// No transaction.
+    Idle = 0,
+    /// In an explicit transaction.
+    Open = 1,
+    /// In a transaction that failed: only ROLLBACK (TO) / COMMIT are accepted.
+    Failed = 2,
+}
+
+impl Tx {
+    fn from_u8(v: u8) -> Tx {
+        match v {
+            1 => Tx::Open,
+            2 => Tx::Failed,
+            _ => Tx::Idle,
+        }
+    }
+}
+
+/// A statement ready to run: classified, rewritten for SQLite, and what
+/// Describe told the client (the types it must then be sent).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The statement.
+    pub stmt: Statement,
+    /// The SQL SQLite runs, for statements that go to SQLite.
+    pub sqlite: Option<String>,
+    /// Parameter types the client declared in Parse (`None`: unspecified).
+    pub client_types: Vec<Option<Type>>,
+    /// Parameter types, once decided.
+    pub params: Mutex<Option<Vec<Type>>>,
+    /// Result columns, once described.
+    pub columns: Mutex<Option<Option<Vec<Column>>>>,
+}
+
+impl Prepared {
+    /// Classifies and rewrites one statement; `client_types` are the
+    /// parameter types declared in Parse.
+    pub fn new(text: &str, client_types: &[Option<Type>]) -> Result<Prepared, SqlError> {
+        let stmt = classify(text)?;
+        let sqlite = match &stmt.kind {
+            StmtKind::Sql { sqlite: Some(s), .. } => Some(s.clone()),
+            StmtKind::Sql { sqlite: None, .. } => Some(to_sqlite(&stmt.text, &stmt.tokens)?),
+            _ => None,
+        };
+        Ok(Prepared {
+            stmt,
+            sqlite,
+            client_types: client_types.to_vec(),
+            params: Mutex::new(None),
+            columns: Mutex::new(None),
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A result column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Name.
+    pub name: String,
+    /// PostgreSQL type.
+    pub ty: Type,
+}
+
+fn text_columns(names: &[&str]) -> Vec<Column> {
+    names
+        .iter()
+        .map(|n| Column {
+            name: n.to_string(),
+            ty: Type::TEXT,
+        })
+        .collect()
+}
+
+/// What a statement did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Only comments.
+    Empty,
+    /// Rows, with the command tag before its row count (`SELECT`,
+    /// `INSERT 0`, `UPDATE`, `DELETE`).
+    Rows {
+        /// Columns.
+        columns: Vec<Column>,
+        /// Values.
+        rows: Vec<Vec<Value>>,
+        /// Tag.
+        tag: String,
+    },
+    /// No rows: this tag.
+    Done(Tag),
+    /// A transaction started (BEGIN).
+    TxStart(Tag),
+    /// A transaction ended (COMMIT, ROLLBACK).
+    TxEnd(Tag),
+}
+
+/// The reply to one statement: its outcome, plus notices and changed
+/// reported parameters to send with it.
+#[derive(Debug)]
+pub struct Reply {
+    /// Outcome or error.
+    pub outcome: Result<Outcome, SqlError>,
+    /// Warnings (e.g. "there is already a transaction in progress").
+    pub notices: Vec<String>,
+    /// ParameterStatus updates.
+    pub params: Vec<(String, String)>,
+}
+
+/// A result already encoded for the wire.
+pub struct Encoded {
+    /// RowDescription fields.
+    pub fields: Arc<Vec<FieldInfo>>,
+    /// Rows.
+    pub rows: Vec<DataRow>,
+    /// Tag before the row count.
+    pub tag: String,
+}
+
+fn is_binary(f: &Format, i: usize) -> bool {
+    match f {
+        Format::UnifiedText => false,
+        Format::UnifiedBinary => true,
+        Format::Individual(v) => v.get(i) == Some(&1),
+    }
+}
+
+fn type_size(t: &Type) -> i16 {
+    match *t {
+        Type::BOOL => 1,
+        Type::INT2 => 2,
+        Type::INT4 | Type::FLOAT4 | Type::DATE | Type::OID => 4,
+        Type::INT8 | Type::FLOAT8 | Type::TIME | Type::TIMESTAMP | Type::TIMESTAMPTZ => 8,
+        Type::UUID => 16,
+        _ => -1,
+    }
+}
+
+/// RowDescription fields for columns.
+pub fn fields(columns: &[Column], format: &Format) -> Vec<FieldInfo> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let f = if is_binary(format, i) {
+                FieldFormat::Binary
+            } else {
+                FieldFormat::Text
+            };
+            FieldInfo::new(c.name.clone(), None, None, c.ty.clone(), f).with_type_size(type_size(&c.ty))
+        })
+        .collect()
+}
+
+/// Encodes rows as DataRows in the given result format.
+pub fn encode_rows(columns: &[Column], rows: Vec<Vec<Value>>, format: &Format) -> Result<Vec<DataRow>, SqlError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut buf = BytesMut::with_capacity(64);
+        for (i, (v, c)) in row.iter().zip(columns).enumerate() {
+            types::encode(v, &c.ty, is_binary(format, i), &mut buf).map_err(|e| {
+                let mut e = e;
+                e.message = format!("column {:?}: {}", c.name, e.message);
+                e
+            })?;
+        }
+        out.push(DataRow::new(buf, columns.len() as i16));
+    }
+    Ok(out)
+}
+
+/// A column whose type may not be known yet.
+type MaybeTyped = (String, Option<Type>);
+
+/// What SQLite returned: column names, declared types, rows (`None`: the
+/// statement returns none) and the number of rows changed.
+type RawResult = (Vec<String>, Vec<Option<Type>>, Option<Vec<Vec<Value>>>, u64);
+
+/// Identifies a portal (its execution state is one allocation per portal).
+pub type PortalKey = Arc<tokio::sync::Mutex<PortalExecutionState>>;
+
+enum Pending {
+    Types(Vec<Type>),
+    Ran(Outcome),
+}
+
+/// The state shared by a connection's handlers.
+pub struct Session {
+    tx: Arc<AtomicU8>,
+    engine: Mutex<Engine>,
+    interrupt: Arc<Mutex<Option<rusqlite::InterruptHandle>>>,
+}
+
+impl Session {
+    /// A session on `db`; nothing is opened yet.
+    pub fn new(db: Arc<Database>) -> Session {
+        let tx = Arc::new(AtomicU8::new(Tx::Idle as u8));
+        let interrupt = Arc::new(Mutex::new(None));
+        Session {
+            tx: tx.clone(),
+            engine: Mutex::new(Engine {
+                db,
+                conn: None,
+                user: None,
+                vars: Arc::new(Mutex::new(Vars::new(""))),
+                denied: Arc::new(Mutex::new(None)),
+                tx,
+                read_only: false,
+                pending: None,
+                interrupt: interrupt.clone(),
+            }),
+            interrupt,
+        }
+    }
+
+    /// The transaction state.
+    pub fn tx(&self) -> Tx {
+        Tx::from_u8(self.tx.load(Ordering::SeqCst))
+    }
+
+    /// Marks an open transaction failed (an error happened outside the
+    /// engine, e.g. in Bind).
+    pub fn fail_open_transaction(&self) {
+        let _ = self
+            .tx
+            .compare_exchange(Tx::Open as u8, Tx::Failed as u8, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Runs `f` on the engine on a blocking thread. If the caller stops
+    /// waiting (query cancelled, connection gone), the running SQLite
+    /// statement is interrupted.
+    pub async fn run<T, F>(self: &Arc<Self>, user: String, f: F) -> Result<T, SqlError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Engine) -> Result<T, SqlError> + Send + 'static,
+    {
+        struct Guard {
+            interrupt: Arc<Mutex<Option<rusqlite::InterruptHandle>>>,
+            done: bool,
+        }
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                if !self.done {
+                    if let Some(h) = lock(&self.interrupt).as_ref() {
+                        h.interrupt();
+                    }
+                }
+            }
+        }
+        let mut guard = Guard {
+            interrupt: self.interrupt.clone(),
+            done: false,
+        };
+        let me = self.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut eng = lock(&me.engine);
+            eng.set_user(&user);
+            f(&mut eng)
+        })
+        .await
+        .map_err(|e| SqlError::new("XX000", format!("internal error: the statement's thread failed: {e}")));
+        guard.done = true;
+        r?
+    }
+}
+
+/// The SQLite side of a session. Only ever used on a blocking thread.
+pub struct Engine {
+    db: Arc<Database>,
+    conn: Option<Connection>,
+    user: Option<String>,
+    vars: Arc<Mutex<Vars>>,
+    denied: Arc<Mutex<Option<String>>>,
+    tx: Arc<AtomicU8>,
+    read_only: bool,
+    pending: Option<(PortalKey, Pending)>,
+    interrupt: Arc<Mutex<Option<rusqlite::InterruptHandle>>>,
+}
+
+/// Pragmas user SQL may not run even read-only.
+const DENIED_PRAGMAS: [&str; 6] = [
+    "writable_schema",
+    "journal_mode",
+    "synchronous",
+    "key",
+    "rekey",
+    "temp_store_directory",
+];
+
+fn is_system(name: &str) -> bool {
+    name.len() >= users::SYSTEM_PREFIX.len()
+        && name[..users::SYSTEM_PREFIX.len()].eq_ignore_ascii_case(users::SYSTEM_PREFIX)
+}
+
+/// Installs the authorizer that keeps user SQL away from system tables.
+fn install_authorizer(conn: &Connection, denied: Arc<Mutex<Option<String>>>) {
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        let hit: Option<String> = match ctx.action {
+            AuthAction::Read { table_name, .. }
+            | AuthAction::Insert { table_name }
+            | AuthAction::Update { table_name, .. }
+            | AuthAction::Delete { table_name }
+            | AuthAction::CreateTable { table_name }
+            | AuthAction::CreateTempTable { table_name }
+            | AuthAction::DropTable { table_name }
+            | AuthAction::DropTempTable { table_name }
+            | AuthAction::AlterTable { table_name, .. }
+            | AuthAction::CreateIndex { table_name, .. }
+            | AuthAction::CreateTempIndex { table_name, .. }
+            | AuthAction::DropIndex { table_name, .. }
+            | AuthAction::DropTempIndex { table_name, .. }
+            | AuthAction::CreateTrigger { table_name, .. }
+            | AuthAction::CreateTempTrigger { table_name, .. }
+            | AuthAction::DropTrigger { table_name, .. }
+            | AuthAction::DropTempTrigger { table_name, .. }
+            | AuthAction::CreateVtable { table_name, .. }
+            | AuthAction::DropVtable { table_name, .. } => is_system(table_name).then(|| table_name.to_string()),
+            AuthAction::CreateView { view_name }
+            | AuthAction::CreateTempView { view_name }
+            | AuthAction::DropView { view_name }
+            | AuthAction::DropTempView { view_name } => is_system(view_name).then(|| view_name.to_string()),
+            AuthAction::Pragma {
+                pragma_name,
+                pragma_value,
+            } => {
+                if pragma_value.is_some_and(is_system) {
+                    pragma_value.map(str::to_string)
+                } else if DENIED_PRAGMAS.contains(&pragma_name.to_ascii_lowercase().as_str()) {
+                    Some(format!("PRAGMA {pragma_name}"))
+                } else {
+                    None
+                }
+            }
+            AuthAction::Attach { .. } | AuthAction::Detach { .. } => Some("ATTACH/DETACH".into()),
+            _ => None,
+        };
+        match hit {
+            Some(name) => {
+                *lock(&denied) = Some(name);
+                Authorization::Deny
+            }
+            None => Authorization::Allow,
+        }
+    }));
+}
+
+fn now_text() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00:00",
+        now.year(),
+        now.month() as u8,
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.microsecond()
+    )
+}
+
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    // aws-lc-rs' system random; a failure leaves zeros, which the version
+    // bits still mark as a UUID.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    types::uuid_text(&b)
+}
+
+fn unique_rowid() -> i64 {
+    use std::sync::atomic::AtomicU64;
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    // CockroachDB's layout: timestamp in 10 µs units, shifted, plus a node id
+    // (1 here). Strictly increasing within the process.
+    let ts = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 10_000) as u64;
+    let candidate = (ts << 15) | 1;
+    let mut last = LAST.load(Ordering::SeqCst);
+    loop {
+        let next = candidate.max(last + (1 << 15));
+        match LAST.compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return (next & (i64::MAX as u64)) as i64,
+            Err(v) => last = v,
+        }
+    }
+}
+
+fn register_functions(
+    conn: &Connection,
+    user: &str,
+    vars: Arc<Mutex<Vars>>,
+    tx: Arc<AtomicU8>,
+) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    let nondet = FunctionFlags::SQLITE_UTF8;
+    conn.create_scalar_function("version", 0, det, |_| Ok(version_string()))?;
+    conn.create_scalar_function("current_database", 0, det, |_| Ok(DATABASE.to_string()))?;
+    conn.create_scalar_function("current_schema", 0, det, |_| Ok("public".to_string()))?;
+    for f in ["current_user", "session_user", "current_role", "user"] {
+        let u = user.to_string();
+        conn.create_scalar_function(f, 0, det, move |_| Ok(u.clone()))?;
+    }
+    conn.create_scalar_function("pg_backend_pid", 0, det, |_| Ok(std::process::id() as i64))?;
+    for f in ["now", "transaction_timestamp", "statement_timestamp", "clock_timestamp"] {
+        conn.create_scalar_function(f, 0, nondet, |_| Ok(now_text()))?;
+    }
+    conn.create_scalar_function("gen_random_uuid", 0, nondet, |_| Ok(random_uuid()))?;
+    conn.create_scalar_function("uuid_generate_v4", 0, nondet, |_| Ok(random_uuid()))?;
+    conn.create_scalar_function("unique_rowid", 0, nondet, |_| Ok(unique_rowid()))?;
+    conn.create_scalar_function("moat_bool", 1, det, |ctx| {
+        use rusqlite::types::ValueRef;
+        Ok(match ctx.get_raw(0) {
+            ValueRef::Null => None,
+            ValueRef::Integer(i) => Some(i != 0),
+            ValueRef::Real(f) => Some(f != 0.0),
+            ValueRef::Text(t) => match String::from_utf8_lossy(t).trim().to_ascii_lowercase().as_str() {
+                "t" | "true" | "y" | "yes" | "on" | "1" => Some(true),
+                "f" | "false" | "n" | "no" | "off" | "0" => Some(false),
+                other => {
+                    return Err(rusqlite::Error::UserFunctionError(
+                        format!("invalid input syntax for type boolean: {other:?}").into(),
+                    ))
+                }
+            },
+            ValueRef::Blob(_) => {
+                return Err(rusqlite::Error::UserFunctionError(
+                    "cannot cast a blob to boolean".into(),
+                ))
+            }
+        })
+    })?;
+    let v = vars.clone();
+    let t = tx.clone();
+    let current_setting = move |ctx: &rusqlite::functions::Context<'_>| -> rusqlite::Result<Option<String>> {
+        let name: String = ctx.get(0)?;
+        let missing_ok = ctx.len() > 1 && ctx.get::<bool>(1).unwrap_or(false);
+        let in_tx = match Tx::from_u8(t.load(Ordering::SeqCst)) {
+            Tx::Idle => None,
+            _ => Some("in transaction"),
+        };
+        match lock(&v).get(&name, in_tx) {
+            Some(s) => Ok(Some(s)),
+            None if missing_ok => Ok(None),
+            None => Err(rusqlite::Error::UserFunctionError(
+                format!("unrecognized configuration parameter \"{name}\"").into(),
+            )),
+        }
+    };
+    let cs2 = current_setting.clone();
+    conn.create_scalar_function("current_setting", 1, nondet, current_setting)?;
+    conn.create_scalar_function("current_setting", 2, nondet, cs2)?;
+    conn.create_scalar_function("set_config", 3, nondet, move |ctx| {
+        let name: String = ctx.get(0)?;
+        let value: Option<String> = ctx.get(1)?;
+        lock(&vars)
+            .set(&name.to_ascii_lowercase(), value.as_deref())
+            .map_err(|e| rusqlite::Error::UserFunctionError(e.message.into()))?;
+        Ok(value)
+    })?;
+    Ok(())
+}
+
+impl Engine {
+    fn set_user(&mut self, user: &str) {
+        if self.user.is_none() {
+            self.user = Some(user.to_string());
+            *lock(&self.vars) = Vars::new(user);
+        }
+    }
+
+    fn user(&self) -> &str {
+        self.user.as_deref().unwrap_or("")
+    }
+
+    fn tx(&self) -> Tx {
+        Tx::from_u8(self.tx.load(Ordering::SeqCst))
+    }
+
+    fn set_tx(&self, t: Tx) {
+        self.tx.store(t as u8, Ordering::SeqCst);
+    }
+
+    /// The session's connection, opened on first use.
+    fn conn(&mut self) -> Result<&Connection, SqlError> {
+        if self.conn.is_none() {
+            let conn = self.db.connect().map_err(|e| SqlError::new("58030", e.to_string()))?;
+            install_authorizer(&conn, self.denied.clone());
+            register_functions(&conn, self.user(), self.vars.clone(), self.tx.clone())
+                .map_err(|e| SqlError::new("XX000", format!("cannot set up the session: {e}")))?;
+            *lock(&self.interrupt) = Some(conn.get_interrupt_handle());
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_ref().expect("just opened"))
+    }
+
+    fn sqlite_err(&self, e: rusqlite::Error) -> SqlError {
+        from_sqlite(
+            &e,
+            &ErrorContext {
+                denied: lock(&self.denied).take(),
+                in_transaction: self.tx() != Tx::Idle,
+            },
+        )
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), SqlError> {
+        let r = self.conn()?.execute_batch(sql);
+        r.map_err(|e| self.sqlite_err(e))
+    }
+
+    /// Rolls back SQLite's transaction if it still has one.
+    fn rollback_sqlite(&mut self) {
+        if let Some(c) = &self.conn {
+            if !c.is_autocommit() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            if self.read_only {
+                let _ = c.execute_batch("PRAGMA query_only = 0");
+            }
+        }
+        self.read_only = false;
+    }
+
+    fn end_read_only(&mut self) {
+        if self.read_only {
+            if let Some(c) = &self.conn {
+                let _ = c.execute_batch("PRAGMA query_only = 0");
+            }
+            self.read_only = false;
+        }
+    }
+
+    /// Runs a simple-query string: its statements in order, stopping at the
+    /// first error. Several statements outside a transaction run in one
+    /// implicit transaction (as in PostgreSQL), unless they control
+    /// transactions themselves.
+    pub fn run_batch(
+        &mut self,
+        stmts: Vec<Result<Prepared, SqlError>>,
+        format: &Format,
+    ) -> Vec<(Reply, Option<Encoded>)> {
+        let mut out = Vec::new();
+        let implicit = stmts.len() > 1
+            && self.tx() == Tx::Idle
+            && stmts
+                .iter()
+                .all(|s| s.as_ref().is_ok_and(|p| !p.stmt.kind.is_transaction_control()));
+        if implicit {
+            if let Err(e) = self.batch("BEGIN") {
+                out.push((reply(Err(e)), None));
+                return out;
+            }
+        }
+        let mut failed = false;
+        for s in stmts {
+            let r = match s {
+                Ok(p) => self.execute(&p, &[], None),
+                Err(e) => {
+                    if self.tx() == Tx::Open {
+                        self.set_tx(Tx::Failed);
+                    }
+                    reply(Err(e))
+                }
+            };
+            let (r, enc) = encode_reply(r, format);
+            let err = r.outcome.is_err();
+            out.push((r, enc));
+            if err {
+                failed = true;
+                break;
+            }
+        }
+        if implicit {
+            if failed {
+                self.rollback_sqlite();
+            } else if let Err(e) = self.batch("COMMIT") {
+                self.rollback_sqlite();
+                out.push((reply(Err(e)), None));
+            }
+        }
+        out
+    }
+
+    /// Describes a prepared statement: parameter types and result columns
+    /// (`None`: no rows). Fixes both for later executions.
+    pub fn describe_statement(&mut self, p: &Prepared) -> Result<(Vec<Type>, Option<Vec<Column>>), SqlError> {
+        let params = self.param_types(p)?;
+        if let Some(c) = lock(&p.columns).clone() {
+            return Ok((params, c));
+        }
+        let columns = match self.static_columns(p, &params)? {
+            Some(cols) if cols.iter().any(|c| c.1.is_none()) => {
+                // Unknown types: a read-only statement without parameters
+                // can be run to look at its first row.
+                let peek = if params.is_empty() && self.tx() != Tx::Failed && self.is_readonly(p) {
+                    match self.execute_sql(p, &[], None) {
+                        Ok(Outcome::Rows { columns, .. }) => Some(columns),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                Some(peek.unwrap_or_else(|| finish_columns(cols, None)))
+            }
+            Some(cols) => Some(finish_columns(cols, None)),
+            None => None,
+        };
+        *lock(&p.columns) = Some(columns.clone());
+        Ok((params, columns))
+    }
+
+    /// Describes a bound portal. A read-only statement whose column types
+    /// cannot be told statically is run now, and its rows kept for Execute.
+    pub fn describe_portal(
+        &mut self,
+        p: &Prepared,
+        raw: Vec<Option<bytes::Bytes>>,
+        pformat: Format,
+        key: PortalKey,
+    ) -> Result<Option<Vec<Column>>, SqlError> {
+        if let Some(c) = lock(&p.columns).clone() {
+            return Ok(c);
+        }
+        let params = self.param_types(p)?;
+        let cols = match self.static_columns(p, &params)? {
+            None => return Ok(None),
+            Some(c) => c,
+        };
+        if cols.iter().all(|c| c.1.is_some()) || !self.is_readonly(p) {
+            let cols = finish_columns(cols, None);
+            self.pending = Some((key, Pending::Types(cols.iter().map(|c| c.ty.clone()).collect())));
+            return Ok(Some(cols));
+        }
+        let values = decode_params(&raw, &pformat, &params)?;
+        let r = self.execute(p, &values, None);
+        match r.outcome {
+            Ok(outcome) => {
+                let cols = match &outcome {
+                    Outcome::Rows { columns, .. } => Some(columns.clone()),
+                    _ => None,
+                };
+                self.pending = Some((key, Pending::Ran(outcome)));
+                Ok(cols)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Executes a bound portal.
+    pub fn execute_portal(
+        &mut self,
+        p: &Prepared,
+        raw: Vec<Option<bytes::Bytes>>,
+        pformat: Format,
+        key: PortalKey,
+    ) -> Reply {
+        if let Some((k, pending)) = self.pending.take() {
+            if Arc::ptr_eq(&k, &key) {
+                match pending {
+                    Pending::Ran(outcome) => return reply(Ok(outcome)),
+                    Pending::Types(t) => return self.execute_raw(p, raw, pformat, Some(t)),
+                }
+            }
+        }
+        let frozen = lock(&p.columns)
+            .clone()
+            .flatten()
+            .map(|c| c.into_iter().map(|c| c.ty).collect());
+        self.execute_raw(p, raw, pformat, frozen)
+    }
+
+    fn execute_raw(
+        &mut self,
+        p: &Prepared,
+        raw: Vec<Option<bytes::Bytes>>,
+        pformat: Format,
+        frozen: Option<Vec<Type>>,
+    ) -> Reply {
+        let values = match self.param_types(p).and_then(|t| decode_params(&raw, &pformat, &t)) {
+            Ok(v) => v,
+            Err(e) => {
+                if self.tx() == Tx::Open {
+                    self.set_tx(Tx::Failed);
+                }
+                return reply(Err(e));
+            }
+        };
+        self.execute(p, &values, frozen)
+    }
+
+    fn is_readonly(&mut self, p: &Prepared) -> bool {
+        let Some(sql) = p.sqlite.clone() else {
+            return true;
+        };
+        match self.conn() {
+            Ok(c) => c.prepare_cached(&sql).map(|s| s.readonly()).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Parameter types: the client's where it gave them, else inferred,
+    /// else TEXT. Fixed at the first call.
+    fn param_types(&mut self, p: &Prepared) -> Result<Vec<Type>, SqlError> {
+        if let Some(t) = lock(&p.params).clone() {
+            return Ok(t);
+        }
+        let client = &p.client_types;
+        let n = match &p.sqlite {
+            Some(sql) => {
+                let sql = sql.clone();
+                let conn = self.conn()?;
+                let r = conn.prepare_cached(&sql).map(|s| s.parameter_count());
+                r.map_err(|e| self.sqlite_err(e))?
+            }
+            None => 0,
+        };
+        let n = n.max(client.len());
+        let inferred = if n > 0 {
+            let env = Env {
+                columns: self.columns_of(&infer::table_names(&p.stmt.tokens)),
+                params: Vec::new(),
+            };
+            infer::param_types(&p.stmt.tokens, n, &env)
+        } else {
+            Vec::new()
+        };
+        let t: Vec<Type> = (0..n)
+            .map(|i| {
+                client
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .filter(|t| *t != Type::UNKNOWN)
+                    .or_else(|| inferred.get(i).cloned().flatten())
+                    .unwrap_or(Type::TEXT)
+            })
+            .collect();
+        *lock(&p.params) = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Columns (name, type) of tables, by `PRAGMA table_info`.
+    fn columns_of(&mut self, tables: &[String]) -> Vec<(String, Option<Type>)> {
+        let mut out = Vec::new();
+        for t in tables {
+            let Ok(conn) = self.conn() else { break };
+            let q = format!("PRAGMA table_info({})", quote_ident(t));
+            let Ok(mut st) = conn.prepare(&q) else {
+                continue;
+            };
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)));
+            if let Ok(rows) = rows {
+                for (name, decl) in rows.flatten() {
+                    out.push((name.to_ascii_lowercase(), decl.as_deref().and_then(from_decl)));
+                }
+            }
+        }
+        lock(&self.denied).take();
+        out
+    }
+
+    /// Result columns of a statement with the types known without running
+    /// it (`None` type: unknown). `None`: the statement returns no rows.
+    fn static_columns(&mut self, p: &Prepared, params: &[Type]) -> Result<Option<Vec<MaybeTyped>>, SqlError> {
+        match &p.stmt.kind {
+            StmtKind::Show(Some(name)) => return Ok(Some(vec![(Vars::display_name(name), Some(Type::TEXT))])),
+            StmtKind::Show(None) => {
+                return Ok(Some(
+                    ["name", "setting", "description"]
+                        .iter()
+                        .map(|n| (n.to_string(), Some(Type::TEXT)))
+                        .collect(),
+                ))
+            }
+            StmtKind::User(Ok(UserStatement::Show)) => {
+                return Ok(Some(vec![
+                    ("username".into(), Some(Type::TEXT)),
+                    ("options".into(), Some(Type::TEXT)),
+                ]))
+            }
+            StmtKind::Sql { .. } => {}
+            _ => return Ok(None),
+        }
+        let sql = p.sqlite.clone().unwrap_or_default();
+        let (names, decls) = {
+            let conn = self.conn()?;
+            let r = conn.prepare_cached(&sql).map(|st| {
+                let cols = st.columns();
+                let names: Vec<String> = cols.iter().map(|c| c.name().to_string()).collect();
+                let decls: Vec<Option<Type>> = cols.iter().map(|c| c.decl_type().and_then(from_decl)).collect();
+                (names, decls)
+            });
+            r.map_err(|e| self.sqlite_err(e))?
+        };
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let mut types = decls;
+        if types.iter().any(Option::is_none) {
+            if let Some(exprs) = infer::result_exprs(&p.stmt.tokens).filter(|e| e.len() == types.len()) {
+                let env = Env {
+                    columns: self.columns_of(&infer::table_names(&p.stmt.tokens)),
+                    params: params.iter().cloned().map(Some).collect(),
+                };
+                for (t, e) in types.iter_mut().zip(exprs) {
+                    if t.is_none() {
+                        *t = infer::expr_type(e, &env);
+                    }
+                }
+            }
+        }
+        Ok(Some(pg_names(p, names).into_iter().zip(types).collect()))
+    }
+
+    /// Executes one statement. The one place statements run.
+    pub fn execute(&mut self, p: &Prepared, params: &[Value], frozen: Option<Vec<Type>>) -> Reply {
+        let mut notices = Vec::new();
+        let mut reported = Vec::new();
+        let outcome = self.execute_inner(p, params, frozen, &mut notices, &mut reported);
+        if outcome.is_err() && self.tx() == Tx::Open {
+            self.set_tx(Tx::Failed);
+        }
+        Reply {
+            outcome,
+            notices,
+            params: reported,
+        }
+    }
+
+    fn execute_inner(
+        &mut self,
+        p: &Prepared,
+        params: &[Value],
+        frozen: Option<Vec<Type>>,
+        notices: &mut Vec<String>,
+        reported: &mut Vec<(String, String)>,
+    ) -> Result<Outcome, SqlError> {
+        let tx = self.tx();
+        let kind = &p.stmt.kind;
+        if tx == Tx::Failed
+            && !matches!(
+                kind,
+                StmtKind::Commit | StmtKind::Rollback | StmtKind::RollbackTo(_) | StmtKind::Empty
+            )
+        {
+            return Err(SqlError::aborted());
+        }
+        if !params.is_empty() && !matches!(kind, StmtKind::Sql { .. }) {
+            return Err(SqlError::new(
+                "08P01",
+                format!("this statement takes no parameters, {} were supplied", params.len()),
+            ));
+        }
+        let in_tx = match tx {
+            Tx::Idle => None,
+            _ if self.read_only => Some("read only"),
+            _ => Some("in transaction"),
+        };
+        let show = |name: &str, rows: Vec<Vec<Value>>| Outcome::Rows {
+            columns: text_columns(&[name]),
+            rows,
+            tag: "SHOW".into(),
+        };
+        match kind {
+            StmtKind::Empty => Ok(Outcome::Empty),
+            StmtKind::Refused(e) => Err(e.clone()),
+            StmtKind::User(Err(e)) => Err(e.clone().into()),
+            StmtKind::User(Ok(stmt)) => self.user_statement(stmt),
+            StmtKind::Begin { read_only, mode } => {
+                if tx != Tx::Idle {
+                    notices.push("there is already a transaction in progress".into());
+                    return Ok(Outcome::TxStart(Tag::new("BEGIN")));
+                }
+                self.batch(&format!("BEGIN {mode}"))?;
+                if *read_only {
+                    self.batch("PRAGMA query_only = 1")?;
+                    self.read_only = true;
+                }
+                self.set_tx(Tx::Open);
+                Ok(Outcome::TxStart(Tag::new("BEGIN")))
+            }
+            StmtKind::Commit => match tx {
+                Tx::Idle => {
+                    notices.push("there is no transaction in progress".into());
+                    Ok(Outcome::TxEnd(Tag::new("COMMIT")))
+                }
+                Tx::Failed => {
+                    self.rollback_sqlite();
+                    self.set_tx(Tx::Idle);
+                    Ok(Outcome::TxEnd(Tag::new("ROLLBACK")))
+                }
+                Tx::Open => {
+                    let r = self.batch("COMMIT");
+                    if r.is_err() {
+                        self.rollback_sqlite();
+                    }
+                    self.end_read_only();
+                    self.set_tx(Tx::Idle);
+                    r.map(|_| Outcome::TxEnd(Tag::new("COMMIT")))
+                }
+            },
+            StmtKind::Rollback => {
+                if tx == Tx::Idle {
+                    notices.push("there is no transaction in progress".into());
+                }
+                self.rollback_sqlite();
+                self.set_tx(Tx::Idle);
+                Ok(Outcome::TxEnd(Tag::new("ROLLBACK")))
+            }
+            StmtKind::Savepoint(name) | StmtKind::Release(name) | StmtKind::RollbackTo(name) => {
+                if tx == Tx::Idle {
+                    let what = match kind {
+                        StmtKind::Savepoint(_) => "SAVEPOINT",
+                        StmtKind::Release(_) => "RELEASE SAVEPOINT",
+                        _ => "ROLLBACK TO SAVEPOINT",
+                    };
+                    return Err(SqlError::new(
+                        "25P01",
+                        format!("{what} can only be used in transaction blocks"),
+                    ));
+                }
+                let (sql, tag) = match kind {
+                    StmtKind::Savepoint(_) => (format!("SAVEPOINT {}", quote_ident(name)), "SAVEPOINT"),
+                    StmtKind::Release(_) => (format!("RELEASE SAVEPOINT {}", quote_ident(name)), "RELEASE"),
+                    _ => (format!("ROLLBACK TO SAVEPOINT {}", quote_ident(name)), "ROLLBACK"),
+                };
+                if self.conn()?.is_autocommit() {
+                    return Err(SqlError::new(
+                        "25P02",
+                        "the transaction was rolled back by the storage engine; send ROLLBACK",
+                    ));
+                }
+                self.batch(&sql)?;
+                if matches!(kind, StmtKind::RollbackTo(_)) {
+                    self.set_tx(Tx::Open);
+                }
+                Ok(Outcome::Done(Tag::new(tag)))
+            }
+            StmtKind::Set { name, value } => {
+                if let Some(r) = lock(&self.vars).set(name, value.as_deref())? {
+                    reported.push(r);
+                }
+                Ok(Outcome::Done(Tag::new("SET")))
+            }
+            StmtKind::SetTransaction { read_only } => {
+                if *read_only && tx == Tx::Open && !self.read_only {
+                    self.batch("PRAGMA query_only = 1")?;
+                    self.read_only = true;
+                }
+                Ok(Outcome::Done(Tag::new("SET")))
+            }
+            StmtKind::Reset(Some(name)) => {
+                if let Some(r) = lock(&self.vars).set(name, None)? {
+                    reported.push(r);
+                }
+                Ok(Outcome::Done(Tag::new("RESET")))
+            }
+            StmtKind::Reset(None) | StmtKind::Discard => {
+                reported.extend(lock(&self.vars).reset_all());
+                Ok(Outcome::Done(Tag::new(if matches!(kind, StmtKind::Discard) {
+                    "DISCARD ALL"
+                } else {
+                    "RESET"
+                })))
+            }
+            StmtKind::Show(Some(name)) => {
+                let v = lock(&self.vars).get(name, in_tx);
+                match v {
+                    Some(v) => Ok(show(&Vars::display_name(name), vec![vec![Value::Text(v)]])),
+                    None => Err(SqlError::new(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )),
+                }
+            }
+            StmtKind::Show(None) => {
+                let all = lock(&self.vars).all(in_tx);
+                Ok(Outcome::Rows {
+                    columns: text_columns(&["name", "setting", "description"]),
+                    rows: all
+                        .into_iter()
+                        .map(|(n, s, d)| vec![Value::Text(n), Value::Text(s), Value::Text(d)])
+                        .collect(),
+                    tag: "SHOW".into(),
+                })
+            }
+            StmtKind::NoOp(tag) => Ok(Outcome::Done(Tag::new(tag))),
+            StmtKind::Sql { .. } => self.execute_sql(p, params, frozen),
+        }
+    }
+
+    /// A user statement, on the session's connection with the system-table
+    /// authorizer lifted for its duration (it runs only users.rs' own SQL).
+    fn user_statement(&mut self, stmt: &UserStatement) -> Result<Outcome, SqlError> {
+        let user = self.user().to_string();
+        let denied = self.denied.clone();
+        let conn = self.conn()?;
+        struct Restore<'a>(&'a Connection, Arc<Mutex<Option<String>>>);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                install_authorizer(self.0, self.1.clone());
+            }
+        }
+        conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
+        let restore = Restore(conn, denied);
+        let r = users::execute(conn, stmt, &user);
+        drop(restore);
+        match r? {
+            UserResult::Tag(t) => Ok(Outcome::Done(Tag::new(t))),
+            UserResult::Rows(rows) => Ok(Outcome::Rows {
+                columns: text_columns(&["username", "options"]),
+                rows: rows
+                    .into_iter()
+                    .map(|(u, o)| vec![Value::Text(u), Value::Text(o)])
+                    .collect(),
+                tag: "SELECT".into(),
+            }),
+        }
+    }
+
+    fn execute_sql(&mut self, p: &Prepared, params: &[Value], frozen: Option<Vec<Type>>) -> Result<Outcome, SqlError> {
+        let StmtKind::Sql { verb, .. } = &p.stmt.kind else {
+            return Err(SqlError::new("XX000", "internal error: not a SQL statement"));
+        };
+        let sql = p.sqlite.clone().unwrap_or_default();
+        let param_types: Vec<Type> = lock(&p.params).clone().unwrap_or_default();
+        lock(&self.denied).take();
+        let conn = self.conn()?;
+        let result: Result<RawResult, rusqlite::Error> = (|| {
+            let mut st = conn.prepare_cached(&sql)?;
+            let want = st.parameter_count();
+            if want != params.len() {
+                return Err(rusqlite::Error::InvalidParameterCount(params.len(), want));
+            }
+            for (i, v) in params.iter().enumerate() {
+                st.raw_bind_parameter(i + 1, v)?;
+            }
+            let ncols = st.column_count();
+            if ncols == 0 {
+                let n = st.raw_execute()?;
+                return Ok((Vec::new(), Vec::new(), None, n as u64));
+            }
+            let names: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
+            let decls: Vec<Option<Type>> = st.columns().iter().map(|c| c.decl_type().and_then(from_decl)).collect();
+            let mut rows = Vec::new();
+            {
+                let mut r = st.raw_query();
+                while let Some(row) = r.next()? {
+                    let mut vals = Vec::with_capacity(ncols);
+                    for i in 0..ncols {
+                        vals.push(Value::from(row.get_ref(i)?));
+                    }
+                    rows.push(vals);
+                }
+            }
+            Ok((names, decls, Some(rows), 0))
+        })();
+        let (names, decls, rows, changes) = result.map_err(|e| self.sqlite_err(e))?;
+        let Some(rows) = rows else {
+            let tag = match verb {
+                Verb::Insert => Tag::new("INSERT").with_oid(0).with_rows(changes as usize),
+                Verb::Update => Tag::new("UPDATE").with_rows(changes as usize),
+                Verb::Delete => Tag::new("DELETE").with_rows(changes as usize),
+                Verb::Select => Tag::new("SELECT").with_rows(0),
+                Verb::Tag(t) if t == "TRUNCATE TABLE" => Tag::new("TRUNCATE TABLE"),
+                Verb::Tag(t) => Tag::new(t),
+            };
+            return Ok(Outcome::Done(tag));
+        };
+        let types: Vec<Type> = match frozen.filter(|f| f.len() == names.len()) {
+            Some(f) => f,
+            None => {
+                let mut t = decls;
+                if t.iter().any(Option::is_none) {
+                    if let Some(exprs) = infer::result_exprs(&p.stmt.tokens).filter(|e| e.len() == t.len()) {
+                        let env = Env {
+                            columns: self.columns_of(&infer::table_names(&p.stmt.tokens)),
+                            params: param_types.into_iter().map(Some).collect(),
+                        };
+                        for (ty, e) in t.iter_mut().zip(exprs) {
+                            if ty.is_none() {
+                                *ty = infer::expr_type(e, &env);
+                            }
+                        }
+                    }
+                }
+                let cols: Vec<(String, Option<Type>)> = names.iter().cloned().zip(t).collect();
+                finish_columns(cols, rows.first()).into_iter().map(|c| c.ty).collect()
+            }
+        };
+        let tag = match verb {
+            Verb::Insert => "INSERT 0",
+            Verb::Update => "UPDATE",
+            Verb::Delete => "DELETE",
+            _ => "SELECT",
+        };
+        Ok(Outcome::Rows {
+            columns: pg_names(p, names)
+                .into_iter()
+                .zip(types)
+                .map(|(name, ty)| Column { name, ty })
+                .collect(),
+            rows,
+            tag: tag.into(),
+        })
+    }
+}
+
+/// PostgreSQL's column names where SQLite's differ (`count` for
+/// `count(*)`, `?column?` for `1 + 1`).
+fn pg_names(p: &Prepared, names: Vec<String>) -> Vec<String> {
+    match infer::result_exprs(&p.stmt.tokens).filter(|e| e.len() == names.len()) {
+        Some(exprs) => names
+            .into_iter()
+            .zip(exprs)
+            .map(|(n, e)| infer::column_name(e).unwrap_or(n))
+            .collect(),
+        None => names,
+    }
+}
+
+/// Unknown column types: the first row's value type, else TEXT.
+fn finish_columns(cols: Vec<(String, Option<Type>)>, first: Option<&Vec<Value>>) -> Vec<Column> {
+    cols.into_iter()
+        .enumerate()
+        .map(|(i, (name, t))| Column {
+            name,
+            ty: t.unwrap_or_else(|| first.and_then(|r| r.get(i)).map(types::of_value).unwrap_or(Type::TEXT)),
+        })
+        .collect()
+}
+
+fn reply(outcome: Result<Outcome, SqlError>) -> Reply {
+    Reply {
+        outcome,
+        notices: Vec::new(),
+        params: Vec::new(),
+    }
+}
+
+/// Encodes the rows of a reply (on the blocking thread).
+pub fn encode_reply(mut r: Reply, format: &Format) -> (Reply, Option<Encoded>) {
+    if let Ok(Outcome::Rows { .. }) = &r.outcome {
+        let Ok(Outcome::Rows { columns, rows, tag }) = std::mem::replace(&mut r.outcome, Ok(Outcome::Empty)) else {
+            unreachable!()
+        };
+        match encode_rows(&columns, rows, format) {
+            Ok(data) => {
+                let enc = Encoded {
+                    fields: Arc::new(fields(&columns, format)),
+                    rows: data,
+                    tag: tag.clone(),
+                };
+                r.outcome = Ok(Outcome::Rows {
+                    columns,
+                    rows: Vec::new(),
+                    tag,
+                });
+                return (r, Some(enc));
+            }
+            Err(e) => {
+                r.outcome = Err(e);
+                return (r, None);
+            }
+        }
+    }
+    (r, None)
+}
+
+/// Decodes bind parameters by their types.
+pub fn decode_params(raw: &[Option<bytes::Bytes>], format: &Format, types: &[Type]) -> Result<Vec<Value>, SqlError> {
+    if raw.len() != types.len() {
+        return Err(SqlError::new(
+            "08P01",
+            format!(
+                "bind message supplies {} parameters, but the prepared statement requires {}",
+                raw.len(),
+                types.len()
+            ),
+        ));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, b)| {
+            types::decode_param(b.as_deref(), &types[i], is_binary(format, i)).map_err(|mut e| {
+                e.message = format!("parameter ${}: {}", i + 1, e.message);
+                e
+            })
+        })
+        .collect()
+}
