@@ -2,6 +2,9 @@
 //! error is printed as one line on stderr with a non-zero exit.
 
 mod cert;
+mod logging;
+mod sql;
+mod start;
 mod table;
 
 use std::process::ExitCode;
@@ -21,12 +24,19 @@ enum Command {
     /// Create, sign and inspect certificates and the certs directory.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Start a single secure node serving SQL over TLS (no clustering).
+    StartSingleNode(start::StartArgs),
+    /// Open a SQL shell on a node, or run statements (-e, or from stdin), over TLS.
+    Sql(sql::SqlArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    moat_tls::provider::install_default();
     let result = match cli.command {
         Command::Cert(cmd) => cert::run(cmd),
+        Command::StartSingleNode(args) => start::run(args),
+        Command::Sql(args) => sql::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

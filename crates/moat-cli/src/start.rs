@@ -1,0 +1,127 @@
+//! `moat start-single-node`: a secure node serving SQL over TLS.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use moat_server::hba::HbaConfig;
+use moat_server::node::{self, NodeConfig};
+use moat_tls::ocsp::{OcspConfig, OcspMode};
+use moat_tls::principal::{Dn, IdentityPolicy, PrincipalMap};
+
+/// Flags of `start-single-node`.
+#[derive(Args)]
+pub struct StartArgs {
+    /// The certs directory (ca.crt, node.crt, node.key ...). Unlike the cert
+    /// commands, the server ignores MOAT_CERTS_DIR (as CockroachDB does).
+    #[arg(long)]
+    certs_dir: PathBuf,
+    /// Directory of the node's data (created 0700 if missing).
+    #[arg(long)]
+    store: PathBuf,
+    /// Address for SQL connections: HOST:PORT, HOST or :PORT.
+    #[arg(long, default_value = ":26257")]
+    listen_addr: String,
+    /// Map certificate names to SQL principals: cert-name:db-name,...
+    #[arg(long, default_value = "")]
+    cert_principal_map: String,
+    /// Subject DN that root's certificate must have (replaces CN matching for root).
+    #[arg(long)]
+    root_cert_distinguished_name: Option<String>,
+    /// Subject DN that node certificates must have (replaces CN matching for node).
+    #[arg(long)]
+    node_cert_distinguished_name: Option<String>,
+    /// HBA configuration file (pg_hba syntax); default: host all all all cert-password.
+    #[arg(long)]
+    hba_conf: Option<PathBuf>,
+    /// Let SQL clients connect without TLS (HBA still decides; cert never matches plaintext).
+    #[arg(long)]
+    accept_sql_without_tls: bool,
+    /// OCSP checking of client certificates: off, lax or strict.
+    #[arg(long, default_value = "off")]
+    ocsp_mode: String,
+    /// OCSP timeout in seconds.
+    #[arg(long, default_value_t = 3)]
+    ocsp_timeout_secs: u64,
+    /// Deadline for a client's TLS negotiation and for its PostgreSQL startup, in seconds.
+    #[arg(long, default_value_t = 10)]
+    startup_timeout_secs: u64,
+}
+
+/// Parses CockroachDB-style listen addresses (`:26257`, `localhost`, `host:port`).
+pub fn parse_addr(text: &str, default_port: u16) -> Result<SocketAddr> {
+    let t = text.trim();
+    let with_port = if let Some(port) = t.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else if t.parse::<std::net::IpAddr>().is_ok() && t.contains(':') {
+        format!("[{t}]:{default_port}")
+    } else if !t.contains(':') {
+        format!("{t}:{default_port}")
+    } else {
+        t.to_string()
+    };
+    with_port
+        .to_socket_addrs()
+        .with_context(|| format!("invalid address {text:?}: use HOST:PORT, HOST or :PORT"))?
+        .next()
+        .ok_or_else(|| anyhow!("invalid address {text:?}: it resolves to nothing"))
+}
+
+fn policy(args: &StartArgs) -> Result<IdentityPolicy> {
+    Ok(IdentityPolicy {
+        map: PrincipalMap::parse(&args.cert_principal_map)?,
+        root_dn: args
+            .root_cert_distinguished_name
+            .as_deref()
+            .map(Dn::parse)
+            .transpose()?,
+        node_dn: args
+            .node_cert_distinguished_name
+            .as_deref()
+            .map(Dn::parse)
+            .transpose()?,
+    })
+}
+
+/// Builds the node configuration from the flags.
+pub fn config(args: &StartArgs) -> Result<NodeConfig> {
+    let mut cfg = NodeConfig::new(&args.certs_dir, &args.store, parse_addr(&args.listen_addr, 26257)?);
+    cfg.policy = policy(args)?;
+    if let Some(path) = &args.hba_conf {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the HBA configuration", path.display()))?;
+        cfg.hba = HbaConfig::parse(&text).with_context(|| format!("{}: invalid HBA configuration", path.display()))?;
+    }
+    cfg.accept_sql_without_tls = args.accept_sql_without_tls;
+    cfg.ocsp = OcspConfig {
+        mode: args
+            .ocsp_mode
+            .parse::<OcspMode>()
+            .map_err(|e| anyhow!("--ocsp-mode: {e}"))?,
+        timeout: Duration::from_secs(args.ocsp_timeout_secs.max(1)),
+    };
+    cfg.handshake_timeout = Duration::from_secs(args.startup_timeout_secs.max(1));
+    cfg.startup_timeout = cfg.handshake_timeout;
+    Ok(cfg)
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub fn run(args: StartArgs) -> Result<()> {
+    crate::logging::init();
+    let cfg = config(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let running = node::start(cfg).await?;
+        println!("moat node serving SQL on {} (TLS only)", running.sql_addr);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        running.stop();
+        Ok(())
+    })
+}
