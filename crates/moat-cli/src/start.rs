@@ -48,6 +48,9 @@ pub struct StartArgs {
     /// Deadline for a client's TLS negotiation and for its PostgreSQL startup, in seconds.
     #[arg(long, default_value_t = 10)]
     startup_timeout_secs: u64,
+    /// Most SQL connections open at once; more are refused with SQLSTATE 53300.
+    #[arg(long, default_value_t = 5000)]
+    max_connections: usize,
 }
 
 /// Parses CockroachDB-style listen addresses (`:26257`, `localhost`, `host:port`).
@@ -104,6 +107,7 @@ pub fn config(args: &StartArgs) -> Result<NodeConfig> {
     };
     cfg.handshake_timeout = Duration::from_secs(args.startup_timeout_secs.max(1));
     cfg.startup_timeout = cfg.handshake_timeout;
+    cfg.max_connections = args.max_connections.max(1);
     Ok(cfg)
 }
 

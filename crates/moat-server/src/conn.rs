@@ -82,8 +82,40 @@ async fn negotiate(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr) -> Opt
     }
 }
 
-/// Serves one connection to its end.
-pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+/// Refuses a session over the connection limit the PostgreSQL way: read the
+/// startup packet (bounded), answer FATAL 53300, close.
+async fn refuse_too_many<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: S, max: usize) {
+    let mut len = [0u8; 4];
+    if io.read_exact(&mut len).await.is_ok() {
+        let n = u32::from_be_bytes(len) as usize;
+        if (8..=10_000).contains(&n) {
+            let mut rest = vec![0u8; n - 4];
+            let _ = io.read_exact(&mut rest).await;
+        }
+    }
+    let msg = format!("sorry, too many clients already (the node allows {max} connections)");
+    let mut fields = Vec::new();
+    for (code, text) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "53300"), (b'M', msg.as_str())] {
+        fields.push(code);
+        fields.extend_from_slice(text.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut out = vec![b'E'];
+    out.extend_from_slice(&((fields.len() + 4) as u32).to_be_bytes());
+    out.extend_from_slice(&fields);
+    let _ = io.write_all(&out).await;
+    let _ = io.shutdown().await;
+}
+
+/// Serves one connection to its end. `pending` is held while the
+/// connection negotiates and authenticates.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    pending: tokio::sync::OwnedSemaphorePermit,
+) {
     let _ = tcp.set_nodelay(true);
     let _open = crate::node::OpenGuard::new("sql");
     let transport = match tokio::time::timeout(shared.handshake_timeout, negotiate(&shared, tcp, peer)).await {
@@ -96,6 +128,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
             return;
         }
     };
+    let Ok(_session) = shared.sessions.clone().try_acquire_owned() else {
+        metrics::counter!("sql.connections.refused", "reason" => "max_connections").increment(1);
+        tracing::warn!(%peer, "connection refused: {} SQL connections already open", shared.max_connections);
+        match transport {
+            Transport::Tls(tls, _) => refuse_too_many(tls, shared.max_connections).await,
+            Transport::Plain(tcp) => refuse_too_many(tcp, shared.max_connections).await,
+        }
+        return;
+    };
     let (io, server_cert, secure) = match transport {
         Transport::Tls(tls, snap) => {
             let cert = snap.material.node().ok().map(|k| k.cert[0].clone());
@@ -107,7 +148,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
     let client = DefaultClient::new(peer, secure);
     let mut socket = Framed::new(io, PgWireMessageServerCodec::new(client));
     socket.set_state(PgWireConnectionState::AwaitingStartup);
-    if let Err(e) = message_loop(&mut socket, handlers, shared.startup_timeout).await {
+    if let Err(e) = message_loop(&mut socket, handlers, shared.startup_timeout, pending).await {
         tracing::debug!(%peer, "connection ended: {e}");
     }
 }
@@ -120,7 +161,9 @@ async fn message_loop(
     socket: &mut Framed<MaybeTls, PgWireMessageServerCodec<Statement>>,
     handlers: crate::node::ConnHandlers,
     startup_timeout: Duration,
+    pending: tokio::sync::OwnedSemaphorePermit,
 ) -> std::io::Result<()> {
+    let mut pending = Some(pending);
     let startup = handlers.startup;
     let queries = handlers.queries;
     let noop = Arc::new(NoopHandler);
@@ -138,6 +181,8 @@ async fn message_loop(
                 }
             }
         } else {
+            // Authenticated: no longer counts as a pending connection.
+            pending.take();
             socket.next().await
         };
         let Some(Ok(msg)) = msg else { break };

@@ -38,6 +38,12 @@ pub struct NodeConfig {
     pub handshake_timeout: Duration,
     /// Deadline for the PostgreSQL startup and authentication.
     pub startup_timeout: Duration,
+    /// Most SQL sessions open at once; more are refused with SQLSTATE 53300.
+    pub max_connections: usize,
+    /// Most connections still negotiating TLS / authenticating at once;
+    /// more are closed at once (each also has the deadlines above), so
+    /// stalled handshakes cannot starve established clients.
+    pub max_pending: usize,
 }
 
 impl NodeConfig {
@@ -53,6 +59,8 @@ impl NodeConfig {
             ocsp: OcspConfig::default(),
             handshake_timeout: Duration::from_secs(10),
             startup_timeout: Duration::from_secs(10),
+            max_connections: 5000,
+            max_pending: 4096,
         }
     }
 }
@@ -65,6 +73,9 @@ pub(crate) struct Shared {
     pub ocsp: OcspConfig,
     pub handshake_timeout: Duration,
     pub startup_timeout: Duration,
+    pub sessions: Arc<tokio::sync::Semaphore>,
+    pub max_connections: usize,
+    pub pending: Arc<tokio::sync::Semaphore>,
 }
 
 /// The handlers of one connection.
@@ -147,13 +158,22 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
         ocsp: cfg.ocsp,
         handshake_timeout: cfg.handshake_timeout,
         startup_timeout: cfg.startup_timeout,
+        sessions: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections)),
+        max_connections: cfg.max_connections,
+        pending: Arc::new(tokio::sync::Semaphore::new(cfg.max_pending)),
     });
     tracing::info!(%sql_addr, certs_dir = %cfg.certs_dir.display(), store = %cfg.store_dir.display(), "node serving SQL over TLS");
     let accept = tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((tcp, peer)) => {
-                    tokio::spawn(crate::conn::serve(shared.clone(), tcp, peer));
+                    let Ok(pending) = shared.pending.clone().try_acquire_owned() else {
+                        metrics::counter!("sql.connections.refused", "reason" => "pending_limit").increment(1);
+                        tracing::debug!(%peer, "closed at once: too many connections still negotiating");
+                        drop(tcp);
+                        continue;
+                    };
+                    tokio::spawn(crate::conn::serve(shared.clone(), tcp, peer, pending));
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
