@@ -10,7 +10,7 @@ use rcgen::{
     CertificateSigningRequestParams, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
 };
 
-use crate::inspect::rsa_modulus_bits;
+use crate::inspect::{rsa_modulus_bits, KeyKind};
 use crate::profile::Profile;
 use crate::{username, PkiError, Result};
 
@@ -56,29 +56,20 @@ fn csr_public_key(path: &Path, der: &[u8]) -> Result<CsrPublicKey> {
         .map_err(|_| bad("not a valid PKCS#10 request"))?;
     let spki = &req.certification_request_info.subject_pki;
     let raw = spki.subject_public_key.data.to_vec();
-    let oid = spki.algorithm.algorithm.to_id_string();
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .map(|o| o.to_id_string())
-        .unwrap_or_default();
-    let (alg, description) = match (oid.as_str(), curve.as_str()) {
-        ("1.2.840.113549.1.1.1", _) => (
-            &rcgen::PKCS_RSA_SHA256,
-            format!("RSA {}", rsa_modulus_bits(&raw).unwrap_or(0)),
-        ),
-        ("1.3.101.112", _) => (&rcgen::PKCS_ED25519, "Ed25519".to_string()),
-        ("1.2.840.10045.2.1", "1.2.840.10045.3.1.7") => (&rcgen::PKCS_ECDSA_P256_SHA256, "ECDSA P-256".to_string()),
-        ("1.2.840.10045.2.1", "1.3.132.0.34") => (&rcgen::PKCS_ECDSA_P384_SHA384, "ECDSA P-384".to_string()),
-        ("1.2.840.10045.2.1", "1.3.132.0.35") => (&rcgen::PKCS_ECDSA_P521_SHA512, "ECDSA P-521".to_string()),
-        _ => {
+    let kind = KeyKind::of(spki);
+    let alg = match kind {
+        KeyKind::Rsa(_) => &rcgen::PKCS_RSA_SHA256,
+        KeyKind::Ed25519 => &rcgen::PKCS_ED25519,
+        KeyKind::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyKind::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        KeyKind::EcdsaP521 => &rcgen::PKCS_ECDSA_P521_SHA512,
+        KeyKind::Other(_) => {
             return Err(bad(
                 "its key type is not supported (use ECDSA P-256/P-384/P-521, Ed25519 or RSA)",
             ))
         }
     };
+    let description = kind.to_string();
     Ok(CsrPublicKey { raw, alg, description })
 }
 

@@ -215,28 +215,65 @@ impl CertInfo {
     }
 }
 
-fn describe_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> String {
-    let alg = spki.algorithm.algorithm.to_id_string();
-    match alg.as_str() {
-        "1.2.840.113549.1.1.1" => format!("RSA {}", rsa_modulus_bits(&spki.subject_public_key.data).unwrap_or(0)),
-        "1.3.101.112" => "Ed25519".into(),
-        "1.2.840.10045.2.1" => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string())
-                .unwrap_or_default();
-            match curve.as_str() {
-                "1.2.840.10045.3.1.7" => "ECDSA P-256".into(),
-                "1.3.132.0.34" => "ECDSA P-384".into(),
-                "1.3.132.0.35" => "ECDSA P-521".into(),
-                other => format!("ECDSA ({other})"),
+/// The type of a public key, read from its SubjectPublicKeyInfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    /// RSA with the modulus size in bits.
+    Rsa(usize),
+    /// Ed25519.
+    Ed25519,
+    /// ECDSA on P-256.
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// ECDSA on P-521.
+    EcdsaP521,
+    /// Anything else, with its algorithm (and curve) OID.
+    Other(String),
+}
+
+impl KeyKind {
+    /// Classifies a SubjectPublicKeyInfo.
+    pub fn of(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> KeyKind {
+        let alg = spki.algorithm.algorithm.to_id_string();
+        match alg.as_str() {
+            "1.2.840.113549.1.1.1" => KeyKind::Rsa(rsa_modulus_bits(&spki.subject_public_key.data).unwrap_or(0)),
+            "1.3.101.112" => KeyKind::Ed25519,
+            "1.2.840.10045.2.1" => {
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.as_oid().ok())
+                    .map(|o| o.to_id_string())
+                    .unwrap_or_default();
+                match curve.as_str() {
+                    "1.2.840.10045.3.1.7" => KeyKind::EcdsaP256,
+                    "1.3.132.0.34" => KeyKind::EcdsaP384,
+                    "1.3.132.0.35" => KeyKind::EcdsaP521,
+                    other => KeyKind::Other(format!("ECDSA ({other})")),
+                }
             }
+            other => KeyKind::Other(format!("unknown ({other})")),
         }
-        other => format!("unknown ({other})"),
     }
+}
+
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyKind::Rsa(bits) => write!(f, "RSA {bits}"),
+            KeyKind::Ed25519 => f.write_str("Ed25519"),
+            KeyKind::EcdsaP256 => f.write_str("ECDSA P-256"),
+            KeyKind::EcdsaP384 => f.write_str("ECDSA P-384"),
+            KeyKind::EcdsaP521 => f.write_str("ECDSA P-521"),
+            KeyKind::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+fn describe_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> String {
+    KeyKind::of(spki).to_string()
 }
 
 /// The modulus size in bits of a DER `RSAPublicKey`.
