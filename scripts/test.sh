@@ -9,6 +9,13 @@ cd "$(dirname "$0")/.."
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v psql >/dev/null || need+=(postgresql-client)
+command -v sslscan >/dev/null || need+=(sslscan)
+command -v strace >/dev/null || need+=(strace)
+# The console tests: curl, promtool (from Debian's prometheus package) and
+# headless Chromium.
+command -v curl >/dev/null || need+=(curl)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v chromium >/dev/null || need+=(chromium)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -191,6 +191,8 @@ impl CertsDir {
             dir: dir.to_path_buf(),
             ..Default::default()
         };
+        // Roll back any commit a crash left half done before reading.
+        crate::writer::recover(dir);
         let read = match fs::read_dir(dir) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),

@@ -98,7 +98,7 @@ impl FileSet {
         Ok(())
     }
 
-    /// Writes every file, or none.
+    /// Writes every file, or none, even across a crash: see [`recover`].
     pub fn commit(self) -> Result<Vec<PathBuf>> {
         self.check_targets()?;
         // Stage 1: temporary files, fully written and synced.
@@ -106,7 +106,7 @@ impl FileSet {
         for f in &self.files {
             let dir = parent_dir(&f.path);
             let tmp = tempfile::Builder::new()
-                .prefix(".moat-tmp-")
+                .prefix(TMP_PREFIX)
                 .permissions(fs::Permissions::from_mode(f.mode))
                 .tempfile_in(dir)
                 .map_err(|e| PkiError::io(dir, strip_io_path(e), "make the directory writable or choose another"))?;
@@ -120,9 +120,9 @@ impl FileSet {
             write().map_err(|e| PkiError::io(&f.path, e, "check free space and permissions"))?;
             staged.push(tmp);
         }
-        // Stage 2: move into place; undo on failure.
-        let mut placed: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
-        for (f, tmp) in self.files.iter().zip(staged) {
+        // Backups of files being replaced (hard links: the old bytes stay).
+        let mut entries = Vec::with_capacity(self.files.len());
+        for (f, tmp) in self.files.iter().zip(&staged) {
             let backup = if self.overwrite && fs::symlink_metadata(&f.path).is_ok() {
                 let b = backup_name(&f.path);
                 let _ = fs::remove_file(&b);
@@ -130,35 +130,175 @@ impl FileSet {
             } else {
                 None
             };
+            entries.push(JournalEntry {
+                target: absolute(&f.path),
+                temp: absolute(tmp.path()),
+                backup: backup.as_deref().map(absolute),
+            });
+        }
+        // The journal: until it is deleted, a crash is rolled back by `recover`.
+        let journal = if self.files.len() > 1 {
+            Some(Journal::write(&entries)?)
+        } else {
+            None
+        };
+        // Stage 2: move into place; undo on failure.
+        let mut placed: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+        for ((f, tmp), entry) in self.files.iter().zip(staged).zip(&entries) {
             let result = if self.overwrite {
                 tmp.persist(&f.path).map(|_| ()).map_err(|e| e.error)
             } else {
                 tmp.persist_noclobber(&f.path).map(|_| ()).map_err(|e| e.error)
             };
             if let Err(e) = result {
-                if let Some(b) = backup {
+                if let Some(b) = &entry.backup {
                     let _ = fs::remove_file(b);
                 }
                 rollback(&placed);
+                if let Some(j) = journal {
+                    j.finish();
+                }
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
                     return Err(PkiError::Exists { path: f.path.clone() });
                 }
                 return Err(PkiError::io(&f.path, e, "check the directory's permissions"));
             }
-            placed.push((f.path.clone(), backup));
+            placed.push((f.path.clone(), entry.backup.clone()));
+        }
+        let mut dirs: Vec<&Path> = self.files.iter().map(|f| parent_dir(&f.path)).collect();
+        dirs.dedup();
+        for d in &dirs {
+            sync_dir(d);
+        }
+        // Commit point: the journal goes, then the backups.
+        if let Some(j) = journal {
+            j.finish();
         }
         for (_, backup) in &placed {
             if let Some(b) = backup {
                 let _ = fs::remove_file(b);
             }
         }
-        let mut dirs: Vec<&Path> = self.files.iter().map(|f| parent_dir(&f.path)).collect();
-        dirs.dedup();
-        for d in dirs {
-            sync_dir(d);
-        }
         Ok(self.paths())
     }
+}
+
+/// Prefix of staged temporary files (ignored by the loader).
+pub const TMP_PREFIX: &str = ".moat-tmp-";
+/// Prefix of journal files.
+pub const JOURNAL_PREFIX: &str = ".moat-journal-";
+
+struct JournalEntry {
+    target: PathBuf,
+    temp: PathBuf,
+    backup: Option<PathBuf>,
+}
+
+/// A commit in progress: a file listing what is being replaced, locked
+/// (`flock`) by the committing process, so that [`recover`] can tell a
+/// crashed commit (unlocked) from a running one.
+struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    let dir = parent_dir(p);
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    match p.file_name() {
+        Some(n) => dir.join(n),
+        None => p.to_path_buf(),
+    }
+}
+
+fn flock(file: &File, op: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid open descriptor has no memory effects.
+    unsafe { libc::flock(file.as_raw_fd(), op) == 0 }
+}
+
+impl Journal {
+    fn write(entries: &[JournalEntry]) -> Result<Journal> {
+        let last = &entries.last().expect("a journal has entries").target;
+        let dir = parent_dir(last).to_path_buf();
+        let mut text = String::new();
+        for e in entries {
+            let b = e.backup.as_ref().map(|b| b.display().to_string()).unwrap_or_default();
+            text.push_str(&format!("{}\t{}\t{}\n", e.target.display(), e.temp.display(), b));
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(JOURNAL_PREFIX)
+            .tempfile_in(&dir)
+            .map_err(|e| PkiError::io(&dir, strip_io_path(e), "make the directory writable"))?;
+        let fail = |e: std::io::Error| PkiError::io(&dir, e, "check free space and permissions");
+        tmp.write_all(text.as_bytes()).map_err(fail)?;
+        tmp.as_file().sync_all().map_err(fail)?;
+        let (file, path) = tmp.keep().map_err(|e| fail(e.error))?;
+        flock(&file, libc::LOCK_EX);
+        sync_dir(&dir);
+        Ok(Journal { path, file })
+    }
+
+    fn finish(self) {
+        let _ = fs::remove_file(&self.path);
+        if let Some(d) = self.path.parent() {
+            sync_dir(d);
+        }
+        flock(&self.file, libc::LOCK_UN);
+    }
+}
+
+/// Rolls back commits that a crash (or `kill -9`) interrupted in `dir`: for
+/// every journal no live process holds, restores replaced files from their
+/// backups, removes files that were new, and deletes the staged temporary
+/// files, so a key never stays without its certificate and a new key never
+/// stays beside an old certificate. Called by every `moat cert` operation
+/// and by the certs-directory loader; returns the files it restored or removed.
+pub fn recover(dir: &Path) -> Vec<PathBuf> {
+    let mut touched = Vec::new();
+    let Ok(read) = fs::read_dir(dir) else { return touched };
+    for entry in read.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(JOURNAL_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = OpenOptions::new().read(true).open(&path) else {
+            continue;
+        };
+        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            continue; // a commit is running
+        }
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let entries: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split('\t').collect())
+            .filter(|v: &Vec<&str>| v.len() == 3)
+            .collect();
+        for e in entries.iter().rev() {
+            let (target, temp, backup) = (Path::new(e[0]), Path::new(e[1]), e[2]);
+            if !backup.is_empty() && Path::new(backup).exists() {
+                if fs::rename(backup, target).is_ok() {
+                    touched.push(target.to_path_buf());
+                }
+                // rename() between two links of one file does nothing: the
+                // target already holds the old bytes, drop the extra link.
+                let _ = fs::remove_file(backup);
+            } else if backup.is_empty() && !temp.exists() && target.exists() {
+                // New file already moved into place: take it back out.
+                if fs::remove_file(target).is_ok() {
+                    touched.push(target.to_path_buf());
+                }
+            }
+            let _ = fs::remove_file(temp);
+        }
+        let _ = fs::remove_file(&path);
+        for e in &entries {
+            sync_dir(parent_dir(Path::new(e[0])));
+        }
+        flock(&file, libc::LOCK_UN);
+    }
+    touched
 }
 
 /// tempfile decorates errors with the temporary path; keep the plain reason.
@@ -201,10 +341,14 @@ fn sync_dir(dir: &Path) {
 }
 
 /// Creates the certs directory (mode 0700) if it does not exist; refuses a
-/// path that exists and is not a directory.
+/// path that exists and is not a directory. Rolls back commits a crash left
+/// unfinished there (see [`recover`]).
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     match fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => {
+            recover(dir);
+            Ok(())
+        }
         Ok(_) => Err(PkiError::bad_file(
             dir,
             "exists but is not a directory",
@@ -272,6 +416,70 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".moat-"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_crash_between_renames_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let crt = dir.path().join("node.crt");
+        let key = dir.path().join("node.key");
+        fs::write(&crt, "old cert").unwrap();
+        fs::write(&key, "old key").unwrap();
+        // What a commit leaves when killed after its first rename: the new
+        // certificate in place, the new key still staged, backups and journal.
+        let tmp_key = dir.path().join(".moat-tmp-key");
+        fs::write(&tmp_key, "new key").unwrap();
+        let bak_crt = dir.path().join(".moat-bak-node.crt");
+        let bak_key = dir.path().join(".moat-bak-node.key");
+        fs::hard_link(&crt, &bak_crt).unwrap();
+        fs::hard_link(&key, &bak_key).unwrap();
+        // The rename replaced the directory entry; the backup keeps the old inode.
+        let staged_crt = dir.path().join(".moat-tmp-crt");
+        fs::write(&staged_crt, "new cert").unwrap();
+        fs::rename(&staged_crt, &crt).unwrap();
+        let new_file = dir.path().join("client.x.crt");
+        fs::write(&new_file, "new client").unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        let journal = format!(
+            "{}\t{}\t{}\n{}\t{}\t{}\n{}\t{}\t\n",
+            d.join("node.crt").display(),
+            d.join(".moat-tmp-crt").display(),
+            d.join(".moat-bak-node.crt").display(),
+            d.join("node.key").display(),
+            d.join(".moat-tmp-key").display(),
+            d.join(".moat-bak-node.key").display(),
+            d.join("client.x.crt").display(),
+            d.join(".moat-tmp-gone").display(),
+        );
+        fs::write(dir.path().join(".moat-journal-1"), journal).unwrap();
+        let touched = recover(dir.path());
+        assert_eq!(touched.len(), 3, "{touched:?}");
+        assert_eq!(fs::read_to_string(&crt).unwrap(), "old cert");
+        assert_eq!(fs::read_to_string(&key).unwrap(), "old key");
+        assert!(!new_file.exists());
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
+
+    #[test]
+    fn a_running_commit_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.crt");
+        fs::write(&target, "placed by a running commit").unwrap();
+        let jpath = dir.path().join(".moat-journal-live");
+        fs::write(
+            &jpath,
+            format!("{}\t{}\t\n", target.display(), dir.path().join(".moat-tmp-x").display()),
+        )
+        .unwrap();
+        let holder = File::open(&jpath).unwrap();
+        assert!(flock(&holder, libc::LOCK_EX));
+        assert!(recover(dir.path()).is_empty());
+        assert!(target.exists() && jpath.exists());
     }
 
     #[test]

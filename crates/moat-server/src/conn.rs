@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use pgwire::api::{ClientInfo, DefaultClient, NoopHandler, PgWireConnectionState};
+use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::PgWireFrontendMessage;
 use pgwire::tokio::server::{process_error, process_message, MaybeTls, PgWireMessageServerCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -185,7 +186,20 @@ async fn message_loop(
             pending.take();
             socket.next().await
         };
-        let Some(Ok(msg)) = msg else { break };
+        let msg = match msg {
+            Some(Ok(m)) => m,
+            None => break,
+            Some(Err(PgWireError::IoError(_))) => break,
+            Some(Err(e)) => {
+                // A message pgwire cannot decode (bad length, unknown protocol
+                // version, oversized startup packet ...): say so, then close.
+                tracing::warn!(peer = %socket.socket_addr(), "closing connection: invalid message: {e}");
+                metrics::counter!("sql.connections.refused", "reason" => "protocol").increment(1);
+                let info = ErrorInfo::new("FATAL".into(), "08P01".into(), format!("invalid message: {e}"));
+                let _ = process_error(socket, PgWireError::UserError(Box::new(info)), false).await;
+                break;
+            }
+        };
         if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
             break;
         }

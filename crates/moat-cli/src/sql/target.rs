@@ -233,10 +233,12 @@ pub fn resolve(f: &Flags<'_>) -> Result<Target> {
     if key.is_some() && cert.is_none() {
         bail!("--url: sslkey is given without sslcert");
     }
-    let user = moat_pki::username::normalize(&user);
     if user.is_empty() {
         bail!("no user name given: use --user (or MOAT_USER)");
     }
+    // Refuse what can never be a SQL user before connecting (the message
+    // escapes control characters).
+    let user = moat_pki::username::normalize_and_validate(&user).map_err(|e| anyhow::anyhow!("invalid user: {e}"))?;
     let explicit_files = ca_file.is_some() || cert.is_some() || crl.is_some();
     let client_cert = cert.unwrap_or_else(|| certs_dir.join(moat_pki::layout::client_cert(&user)));
     let client_key = key.unwrap_or_else(|| moat_pki::layout::key_for(&client_cert));
