@@ -131,39 +131,56 @@ pub struct Principals {
     pub dn: Dn,
 }
 
+/// The principals a parsed certificate names (see the module docs).
+fn names_of(x509: &X509Certificate<'_>, map: &PrincipalMap) -> Result<Vec<String>, String> {
+    let mut crdb_scopes: Vec<String> = Vec::new();
+    let mut saw_crdb = false;
+    let mut dns = Vec::new();
+    if let Ok(Some(san)) = x509.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::URI(u) if u.starts_with("crdb://") => {
+                    saw_crdb = true;
+                    crdb_scopes.extend(parse_crdb_scope(u)?);
+                }
+                GeneralName::DNSName(d) => dns.push(d.to_string()),
+                _ => {}
+            }
+        }
+    }
+    if saw_crdb {
+        return Ok(crdb_scopes);
+    }
+    let mut v = Vec::new();
+    if let Some(cn) = x509.subject().iter_common_name().next().and_then(|c| c.as_str().ok()) {
+        v.push(moat_pki::username::normalize(map.map(cn)));
+    }
+    for d in dns {
+        v.push(map.map(&d).to_string());
+    }
+    Ok(v)
+}
+
+fn parse<'a>(cert: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, String> {
+    X509Certificate::from_der(cert)
+        .map(|(_, c)| c)
+        .map_err(|e| format!("unparsable certificate: {e}"))
+}
+
+fn describe_names(names: &[String]) -> String {
+    if names.is_empty() {
+        "no principal".to_string()
+    } else {
+        names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
 impl Principals {
     /// Extracts the principals of a leaf certificate.
     pub fn of(cert: &CertificateDer<'_>, map: &PrincipalMap) -> Result<Self, String> {
-        let (_, x509) = X509Certificate::from_der(cert).map_err(|e| format!("unparsable certificate: {e}"))?;
-        let mut crdb_scopes: Vec<String> = Vec::new();
-        let mut saw_crdb = false;
-        let mut dns = Vec::new();
-        if let Ok(Some(san)) = x509.subject_alternative_name() {
-            for n in &san.value.general_names {
-                match n {
-                    GeneralName::URI(u) if u.starts_with("crdb://") => {
-                        saw_crdb = true;
-                        crdb_scopes.extend(parse_crdb_scope(u)?);
-                    }
-                    GeneralName::DNSName(d) => dns.push(d.to_string()),
-                    _ => {}
-                }
-            }
-        }
-        let names = if saw_crdb {
-            crdb_scopes
-        } else {
-            let mut v = Vec::new();
-            if let Some(cn) = x509.subject().iter_common_name().next().and_then(|c| c.as_str().ok()) {
-                v.push(moat_pki::username::normalize(map.map(cn)));
-            }
-            for d in dns {
-                v.push(map.map(&d).to_string());
-            }
-            v
-        };
+        let x509 = parse(cert)?;
         Ok(Principals {
-            names,
+            names: names_of(&x509, map)?,
             subject: x509.subject().to_string(),
             dn: Dn::of_name(x509.subject()),
         })
@@ -175,15 +192,7 @@ impl Principals {
     }
 
     fn describe(&self) -> String {
-        if self.names.is_empty() {
-            "no principal".to_string()
-        } else {
-            self.names
-                .iter()
-                .map(|n| format!("{n:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
+        describe_names(&self.names)
     }
 }
 
@@ -220,28 +229,32 @@ impl IdentityPolicy {
     /// otherwise it must carry the principal `node` or `root`. Returns the
     /// principal, or the refusal naming what the certificate is valid for.
     pub fn authorize_rpc(&self, leaf: &CertificateDer<'_>) -> Result<&'static str, String> {
-        let p = Principals::of(leaf, &self.map)?;
+        // On every RPC handshake: build only what the decision needs (the
+        // subject text only for a refusal).
+        let x509 = parse(leaf)?;
         if self.root_dn.is_some() || self.node_dn.is_some() {
-            if self.node_dn.as_ref() == Some(&p.dn) {
+            let dn = Dn::of_name(x509.subject());
+            if self.node_dn.as_ref() == Some(&dn) {
                 return Ok("node");
             }
-            if self.root_dn.as_ref() == Some(&p.dn) {
+            if self.root_dn.as_ref() == Some(&dn) {
                 return Ok("root");
             }
             return Err(format!(
                 "need root or node client cert to perform RPCs on this server: cert DN {:?} did not match the set root or node DN",
-                p.subject
+                x509.subject().to_string()
             ));
         }
+        let names = names_of(&x509, &self.map)?;
         for who in ["node", "root"] {
-            if p.contains(who) {
+            if names.iter().any(|n| n == who) {
                 return Ok(who);
             }
         }
         Err(format!(
             "need root or node client cert to perform RPCs on this server (cert {:?} is valid for {})",
-            p.subject,
-            p.describe()
+            x509.subject().to_string(),
+            describe_names(&names)
         ))
     }
 

@@ -117,6 +117,8 @@ pub fn http_server(m: &TlsMaterial) -> Result<ServerConfig, TlsError> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(FixedCert(m.ui()?)));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server picks the suite, as on the other listeners.
+    cfg.ignore_client_order = true;
     Ok(cfg)
 }
 
