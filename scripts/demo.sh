@@ -25,7 +25,9 @@ trap cleanup EXIT INT TERM
 certs="$work/certs"
 mkdir -m 700 "$work/safe" "$work/home"
 run() { printf '\n$ %s\n' "$*" | sed "s#$work#\$WORK#g; s#$moat#moat#g"; "$@"; }
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+http_port=$(free_port)
 
 echo "== 1. Certificates (CockroachDB layout; the CA key stays in \$WORK/safe)"
 run "$moat" cert create-ca --certs-dir "$certs" --ca-key "$work/safe/ca.key"
@@ -37,6 +39,7 @@ run "$moat" cert list --certs-dir "$certs" --format table
 echo
 echo "== 2. A secure node (TLS only) on 127.0.0.1:$port"
 "$moat" start-single-node --certs-dir "$certs" --store "$work/store" --listen-addr "127.0.0.1:$port" \
+  --http-addr "127.0.0.1:$http_port" \
   >"$work/node.out" 2>"$work/node.log" &
 node_pid=$!
 for _ in $(seq 100); do grep -q "serving SQL" "$work/node.out" 2>/dev/null && break; sleep 0.1; done
@@ -70,8 +73,22 @@ echo "# user SQL cannot read password verifiers:"
 sql -e "SELECT * FROM moat_users" 2>&1 | sed 's/^/  /' || true
 
 echo
+echo "== 5. The HTTPS console"
+echo "# /health answers in clear for load balancers; plain HTTP elsewhere is redirected to HTTPS:"
+run curl -sS "http://127.0.0.1:$http_port/health"; echo
+run curl -sS -o /dev/null -w "%{http_code} -> %{redirect_url}\n" "http://127.0.0.1:$http_port/certificates/local"
+echo "# log in as demo (password checked against the SCRAM verifier) and read the certificates API:"
+jar="$work/cookies"
+curl -sS --cacert "$certs/ca.crt" -c "$jar" -o /dev/null -d "username=demo&password=demo-password" "https://localhost:$http_port/login" --resolve "localhost:$http_port:127.0.0.1"
+printf '\n$ curl --cacert ca.crt -b cookies https://localhost:%s/_status/certificates | (first lines)\n' "$http_port"
+curl -sS --cacert "$certs/ca.crt" -b "$jar" --resolve "localhost:$http_port:127.0.0.1" "https://localhost:$http_port/_status/certificates" | head -c 600; echo
+echo "# certificate expiry metrics:"
+curl -sS --cacert "$certs/ca.crt" --resolve "localhost:$http_port:127.0.0.1" "https://localhost:$http_port/_status/vars" | grep -E '^security_certificate_expiration_(ca|node) ' | sed 's/^/  /'
+
+echo
 echo "The certs directory uses CockroachDB's layout: a CockroachDB node or client can use it as is."
 if [ "$keep" = 1 ]; then
-  echo "Node running: $moat sql --certs-dir $certs --host localhost:$port   (Ctrl-C to stop)"
+  echo "Node running: $moat sql --certs-dir $certs --host localhost:$port"
+  echo "Console: https://localhost:$http_port/ (trust $certs/ca.crt; log in as demo / demo-password)   Ctrl-C to stop"
   wait "$node_pid"
 fi

@@ -1,6 +1,7 @@
 //! `moat`: the command-line tool. A thin layer over the moat libraries; every
 //! error is printed as one line on stderr with a non-zero exit.
 
+mod auth_session;
 mod cert;
 mod logging;
 mod sql;
@@ -28,6 +29,9 @@ enum Command {
     StartSingleNode(start::StartArgs),
     /// Open a SQL shell on a node, or run statements (-e, or from stdin), over TLS.
     Sql(sql::SqlArgs),
+    /// Console sessions made over SQL by root (`login USER` prints a session cookie).
+    #[command(subcommand)]
+    AuthSession(auth_session::AuthSessionCommand),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         Command::Cert(cmd) => cert::run(cmd),
         Command::StartSingleNode(args) => start::run(args),
         Command::Sql(args) => sql::run(args),
+        Command::AuthSession(cmd) => auth_session::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,10 @@ pub struct StartArgs {
     /// Address for SQL connections: HOST:PORT, HOST or :PORT.
     #[arg(long, default_value = ":26257")]
     listen_addr: String,
+    /// Address of the HTTPS console: HOST:PORT, HOST or :PORT (host defaults
+    /// to the --listen-addr host); "off" for no console.
+    #[arg(long, default_value = ":8080")]
+    http_addr: String,
     /// Map certificate names to SQL principals: cert-name:db-name,...
     #[arg(long, default_value = "")]
     cert_principal_map: String,
@@ -90,7 +94,13 @@ fn policy(args: &StartArgs) -> Result<IdentityPolicy> {
 
 /// Builds the node configuration from the flags.
 pub fn config(args: &StartArgs) -> Result<NodeConfig> {
-    let mut cfg = NodeConfig::new(&args.certs_dir, &args.store, parse_addr(&args.listen_addr, 26257)?);
+    let listen = parse_addr(&args.listen_addr, 26257)?;
+    let mut cfg = NodeConfig::new(&args.certs_dir, &args.store, listen);
+    cfg.http_addr = match args.http_addr.trim() {
+        "off" | "" => None,
+        a if a.starts_with(':') => Some(SocketAddr::new(listen.ip(), parse_addr(a, 8080)?.port())),
+        a => Some(parse_addr(a, 8080)?),
+    };
     cfg.policy = policy(args)?;
     if let Some(path) = &args.hba_conf {
         let text = std::fs::read_to_string(path)
@@ -119,6 +129,9 @@ pub fn run(args: StartArgs) -> Result<()> {
     rt.block_on(async move {
         let running = node::start(cfg).await?;
         println!("moat node serving SQL on {} (TLS only)", running.sql_addr);
+        if let Some(h) = running.http_addr {
+            println!("console: https://{h}/");
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

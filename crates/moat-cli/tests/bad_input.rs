@@ -164,7 +164,15 @@ fn start_node(certs: &Path, area: &Path, extra: &[&str], probe: Option<&dyn Fn(u
     let store = area.join("store");
     let listen = format!("127.0.0.1:{port}");
     let mut cmd = moat_cmd(
-        &["start-single-node", "--certs-dir", p(certs), "--store", p(&store)],
+        &[
+            "start-single-node",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--certs-dir",
+            p(certs),
+            "--store",
+            p(&store),
+        ],
         area,
     );
     if !extra.contains(&"--listen-addr") {

@@ -29,7 +29,13 @@ fn refuses_to_start_without_what_a_secure_node_needs() {
     let n = NodeProc::start(&[]);
     let run = |certs: &std::path::Path| {
         Command::new(env!("CARGO_BIN_EXE_moat"))
-            .args(["start-single-node", "--certs-dir", certs.to_str().unwrap()])
+            .args([
+                "start-single-node",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--certs-dir",
+                certs.to_str().unwrap(),
+            ])
             .args([
                 "--store",
                 n.tmp.path().join("s2").to_str().unwrap(),

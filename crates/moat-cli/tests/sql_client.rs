@@ -47,7 +47,13 @@ impl Node {
             let port = free_port();
             let log = std::fs::File::create(&log_path).unwrap();
             let mut child = Command::new(MOAT)
-                .args(["start-single-node", "--certs-dir", s.certs().to_str().unwrap()])
+                .args([
+                    "start-single-node",
+                    "--http-addr",
+                    "127.0.0.1:0",
+                    "--certs-dir",
+                    s.certs().to_str().unwrap(),
+                ])
                 .args(["--store", s.path().join("store").to_str().unwrap()])
                 .args(["--listen-addr", &format!("127.0.0.1:{port}")])
                 .stdin(Stdio::null())

@@ -9,6 +9,7 @@ mod conn;
 pub mod db;
 pub mod error;
 pub mod hba;
+pub mod http;
 pub mod node;
 pub mod scram;
 pub mod sql;

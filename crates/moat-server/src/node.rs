@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub store_dir: PathBuf,
     /// Address of the SQL (and, later, RPC) listener.
     pub listen_addr: SocketAddr,
+    /// Address of the HTTPS console (`None`: no console).
+    pub http_addr: Option<SocketAddr>,
     /// Principal map and pinned DNs.
     pub policy: IdentityPolicy,
     /// HBA rules.
@@ -53,6 +55,7 @@ impl NodeConfig {
             certs_dir: certs_dir.into(),
             store_dir: store_dir.into(),
             listen_addr,
+            http_addr: None,
             policy: IdentityPolicy::default(),
             hba: HbaConfig::default_config(),
             accept_sql_without_tls: false,
@@ -113,6 +116,9 @@ impl Drop for OpenGuard {
 pub struct RunningNode {
     /// The address the SQL listener is bound to.
     pub sql_addr: SocketAddr,
+    /// The address the console is bound to, when it runs.
+    pub http_addr: Option<SocketAddr>,
+    _http: Option<crate::http::HttpServer>,
     /// The certificate store (reload, snapshots, stats).
     pub store: Arc<CertStore>,
     accept: tokio::task::JoinHandle<()>,
@@ -135,6 +141,9 @@ impl RunningNode {
 /// without `ca.crt` and a valid `node.crt`/`node.key` with the usages a node
 /// needs), opens the store, binds the listener, starts the reloader.
 pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
+    // Metrics first, so the gauges set while loading are recorded.
+    crate::http::install_metrics_recorder()?;
+    let started_at = time::OffsetDateTime::now_utc();
     let store = CertStore::open(&cfg.certs_dir, StoreRole::Node, cfg.policy.clone())?;
     let db = Arc::new(Database::open(&cfg.store_dir)?);
     let reloader = store.spawn_reloader(Duration::from_millis(200), Duration::from_millis(800))?;
@@ -162,6 +171,22 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
         max_connections: cfg.max_connections,
         pending: Arc::new(tokio::sync::Semaphore::new(cfg.max_pending)),
     });
+    let http = match cfg.http_addr {
+        Some(addr) => {
+            let ctx = crate::http::HttpContext {
+                store: store.clone(),
+                db: shared.db.clone(),
+                node_id: 1,
+                started_at,
+                sql_addr,
+                cluster: None,
+            };
+            let server = crate::http::serve(ctx, addr).await?;
+            tracing::info!(http_addr = %server.addr, "console serving HTTPS");
+            Some(server)
+        }
+        None => None,
+    };
     tracing::info!(%sql_addr, certs_dir = %cfg.certs_dir.display(), store = %cfg.store_dir.display(), "node serving SQL over TLS");
     let accept = tokio::spawn(async move {
         loop {
@@ -184,6 +209,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
     });
     Ok(RunningNode {
         sql_addr,
+        http_addr: http.as_ref().map(|h| h.addr),
+        _http: http,
         store,
         accept,
         _reloader: reloader,

@@ -8,11 +8,11 @@
 //! SQLSTATE on stderr); statements are read from stdin when it is not a
 //! terminal; otherwise an interactive shell starts.
 
-mod connect;
+pub(crate) mod connect;
 mod format;
 mod shell;
 mod split;
-mod target;
+pub(crate) mod target;
 
 use std::io::{BufRead, IsTerminal, Write};
 

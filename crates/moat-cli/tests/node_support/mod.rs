@@ -78,7 +78,13 @@ impl NodeProc {
             .unwrap();
         let listen = format!("127.0.0.1:{}", self.port);
         let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
-            .args(["start-single-node", "--certs-dir", self.certs().to_str().unwrap()])
+            .args([
+                "start-single-node",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--certs-dir",
+                self.certs().to_str().unwrap(),
+            ])
             .args(["--store", self.store().to_str().unwrap(), "--listen-addr", &listen])
             .args(extra)
             .stdout(Stdio::piped())

@@ -144,7 +144,10 @@ pub fn classify(text: &str) -> Result<Statement, SqlError> {
         });
     }
     let tokens = lex(text)?;
-    let kind = kind_of(&tokens)?;
+    let kind = match console_session_call(&tokens) {
+        Some(kind) => kind?,
+        None => kind_of(&tokens)?,
+    };
     Ok(Statement {
         text: text.to_string(),
         tokens,
@@ -319,6 +322,79 @@ fn kind_of(t: &[Token]) -> Result<StmtKind, SqlError> {
         }
         other => sql(Verb::Tag(other.to_string()))?,
     })
+}
+
+// ------------------------------------------------ console sessions over SQL
+
+/// The SQL function root calls to get a console session for a user
+/// (`moat auth-session login`, CockroachDB's `auth-session login`).
+pub const CONSOLE_SESSION_FN: &str = "moat_create_console_session";
+/// The computed, root-only setting the call is answered through:
+/// `moat_create_console_session/<user>/<seconds>`.
+const CONSOLE_SESSION_VAR: &str = "moat_create_console_session/";
+
+/// `SELECT moat_create_console_session('user' [, 'lifetime'])`, the whole
+/// statement, answers one row, one column (`moat_create_console_session`):
+/// the cookie `moat_session=<id>` of a new console session for the user,
+/// valid for `lifetime` (`1h` by default, at most `30d`; `90m`, `2h`, `1d`).
+/// Only root may run it: it is answered as the computed setting
+/// `moat_create_console_session/<user>/<seconds>` (see [`Vars::get`]),
+/// which knows the session's user; anyone else gets 42704. The session is
+/// honoured only while the user exists.
+fn console_session_call(t: &[Token]) -> Option<Result<StmtKind, SqlError>> {
+    let t = match t.last() {
+        Some(x) if x.is_op(";") => &t[..t.len() - 1],
+        _ => t,
+    };
+    if t.len() < 2 || !t[0].is("SELECT") || !t[1].is(CONSOLE_SESSION_FN) {
+        return None;
+    }
+    let usage = || {
+        SqlError::new(
+            "42601",
+            format!("syntax error: expected SELECT {CONSOLE_SESSION_FN}('user' [, 'lifetime'])"),
+        )
+    };
+    let args: Vec<&Token> = match t.get(2..) {
+        Some([open, a, close]) if open.is_op("(") && close.is_op(")") => vec![a],
+        Some([open, a, comma, b, close]) if open.is_op("(") && comma.is_op(",") && close.is_op(")") => vec![a, b],
+        _ => return Some(Err(usage())),
+    };
+    if args.iter().any(|a| a.kind != Kind::Str) {
+        return Some(Err(usage()));
+    }
+    let user = match moat_pki::username::normalize_and_validate(&args[0].text) {
+        Ok(u) => u,
+        Err(e) => return Some(Err(SqlError::new("42602", e.to_string()))),
+    };
+    let ttl = match args.get(1) {
+        None => crate::http::session::DEFAULT_TTL,
+        Some(a) => match moat_pki::lifetime::parse_lifetime(&a.text) {
+            Ok(d) if d <= time::Duration::try_from(crate::http::session::MAX_TTL).unwrap_or(time::Duration::MAX) => {
+                std::time::Duration::from_secs(d.whole_seconds().max(1) as u64)
+            }
+            Ok(_) => return Some(Err(SqlError::new("22023", "a console session lasts at most 30d"))),
+            Err(e) => return Some(Err(SqlError::new("22023", e.to_string()))),
+        },
+    };
+    Some(Ok(StmtKind::Show(Some(format!(
+        "{CONSOLE_SESSION_VAR}{user}/{}",
+        ttl.as_secs()
+    )))))
+}
+
+/// Answers the computed setting behind [`console_session_call`]: a new
+/// session's cookie when the session's user is root, else nothing.
+fn console_session_setting(current_user: &str, rest: &str) -> Option<String> {
+    let (user, secs) = rest.rsplit_once('/')?;
+    let secs: u64 = secs.parse().ok()?;
+    if current_user != users::ROOT || user.is_empty() {
+        return None;
+    }
+    Some(crate::http::session::issue_for_sql(
+        user,
+        std::time::Duration::from_secs(secs),
+    ))
 }
 
 fn system_name() -> SqlError {
@@ -718,6 +794,9 @@ impl Vars {
 
     /// The value of a variable (`None`: unknown).
     pub fn get(&self, name: &str, in_tx: Option<&str>) -> Option<String> {
+        if let Some(rest) = name.strip_prefix(CONSOLE_SESSION_VAR) {
+            return console_session_setting(&self.user, rest);
+        }
         let name = canonical_name(&name.to_ascii_lowercase());
         match name.as_str() {
             "is_superuser" => Some(if self.user == users::ROOT { "on" } else { "off" }.into()),
@@ -807,6 +886,9 @@ impl Vars {
 
     /// The canonical spelling of a variable (the SHOW column name).
     pub fn display_name(name: &str) -> String {
+        if name.starts_with(CONSOLE_SESSION_VAR) {
+            return CONSOLE_SESSION_FN.to_string();
+        }
         let name = canonical_name(name);
         known(&name).map(|k| k.1.to_string()).unwrap_or(name)
     }
@@ -884,6 +966,39 @@ mod tests {
         assert!(matches!(kind("ALTER TABLE t RENAME TO moat_x"), StmtKind::Refused(_)));
         assert!(matches!(kind("PRAGMA synchronous = OFF"), StmtKind::Refused(_)));
         assert!(matches!(kind("-- nothing"), StmtKind::Empty));
+    }
+
+    #[test]
+    fn console_sessions() {
+        let StmtKind::Show(Some(var)) = kind("select moat_create_console_session('Alice', '2h');") else {
+            panic!("not intercepted");
+        };
+        assert_eq!(var, "moat_create_console_session/alice/7200");
+        assert_eq!(Vars::display_name(&var), CONSOLE_SESSION_FN);
+        assert!(
+            matches!(kind("SELECT moat_create_console_session('bob')"), StmtKind::Show(Some(ref v)) if v.ends_with("/bob/3600"))
+        );
+        assert_eq!(
+            classify("SELECT moat_create_console_session(1)").unwrap_err().code,
+            "42601"
+        );
+        assert_eq!(
+            classify("SELECT moat_create_console_session('a', '31d')")
+                .unwrap_err()
+                .code,
+            "22023"
+        );
+        assert_eq!(
+            classify("SELECT moat_create_console_session('bad name')")
+                .unwrap_err()
+                .code,
+            "42602"
+        );
+        let cookie = Vars::new("root").get(&var, None).unwrap();
+        let token = cookie.strip_prefix("moat_session=").unwrap();
+        let s = crate::http::session::SessionStore::global().lookup(token).unwrap();
+        assert_eq!((s.user.as_str(), s.origin), ("alice", "sql"));
+        assert!(Vars::new("alice").get(&var, None).is_none(), "only root");
     }
 
     #[test]
