@@ -46,6 +46,9 @@ pub struct AuthContext {
     pub accept_plaintext: bool,
     /// Key for mock SCRAM salts (per process).
     mock_key: [u8; 32],
+    /// One connection kept open for user lookups, so a login does not open
+    /// (and configure) a SQLite connection of its own.
+    lookups: Arc<Mutex<Option<rusqlite::Connection>>>,
 }
 
 impl AuthContext {
@@ -59,6 +62,7 @@ impl AuthContext {
             policy,
             accept_plaintext,
             mock_key,
+            lookups: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -160,12 +164,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 impl AuthStartup {
     async fn lookup(&self, user: &str) -> PgWireResult<(bool, Option<Verifier>)> {
         let db = self.ctx.db.clone();
+        let lookups = self.ctx.lookups.clone();
         let u = user.to_string();
         blocking(move || -> Result<(bool, Option<Verifier>), String> {
-            let conn = db.connect().map_err(|e| e.to_string())?;
-            let exists = users::exists(&conn, &u).map_err(|e| e.to_string())?;
-            let v = users::verifier(&conn, &u).map_err(|e| e.to_string())?;
-            Ok((exists, v))
+            let mut guard = lookups.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.is_none() {
+                *guard = Some(db.connect().map_err(|e| e.to_string())?);
+            }
+            let conn = guard.as_ref().expect("just opened");
+            let result = users::exists(conn, &u).and_then(|e| Ok((e, users::verifier(conn, &u)?)));
+            if result.is_err() {
+                *guard = None; // reopen next time
+            }
+            result.map_err(|e| e.to_string())
         })
         .await?
         .map_err(|e| fatal("XX000", e))
