@@ -25,7 +25,7 @@ use pgwire::api::auth::{
 };
 use pgwire::api::{ClientInfo, PgWireConnectionState, METADATA_USER};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::startup::Authentication;
+use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use rustls_pki_types::CertificateDer;
 
@@ -133,6 +133,20 @@ impl AuthStartup {
     fn take(&self) -> State {
         std::mem::replace(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()), State::Done)
     }
+}
+
+/// A SASLInitialResponse body: a NUL-terminated mechanism name, an i32
+/// length (-1 for none) and that many bytes.
+fn sasl_initial_response_is_well_formed(body: &[u8]) -> bool {
+    let Some(nul) = body.iter().position(|b| *b == 0) else {
+        return false;
+    };
+    let rest = &body[nul + 1..];
+    if rest.len() < 4 {
+        return false;
+    }
+    let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    len == -1 || (len >= 0 && len as usize <= rest.len() - 4)
 }
 
 fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
@@ -368,6 +382,18 @@ impl StartupHandler for AuthStartup {
                     }
                 }
                 State::AwaitSaslInitial { user, secret, method } => {
+                    // pgwire's decoder indexes the body unchecked: validate it first.
+                    if let PasswordMessageFamily::Raw(body) = &msg {
+                        if !sasl_initial_response_is_well_formed(body) {
+                            return Err(refuse(
+                                client,
+                                &user,
+                                method.name(),
+                                "08P01",
+                                "malformed SASLInitialResponse message".into(),
+                            ));
+                        }
+                    }
                     let init = msg.into_sasl_initial_response()?;
                     let mut scram = ScramServerAuth::new();
                     if client.is_secure() {
@@ -446,5 +472,22 @@ impl StartupHandler for AuthStartup {
             },
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sasl_initial_response_is_well_formed as ok;
+
+    #[test]
+    fn sasl_initial_response_bodies() {
+        // Found by fuzzing (fuzz/regressions/pg_startup/sasl-initial-response-*):
+        // pgwire's decoder panics on these.
+        assert!(!ok(b"X\0"));
+        assert!(!ok(b"X\0\0\0\x03\xe8"));
+        assert!(!ok(b"X\0\xff\xff\xff\xfe"));
+        assert!(!ok(b"no terminator"));
+        assert!(ok(b"SCRAM-SHA-256\0\xff\xff\xff\xff"));
+        assert!(ok(b"SCRAM-SHA-256\0\0\0\0\x03abc"));
     }
 }

@@ -305,9 +305,13 @@ impl HbaConfig {
         }
         let root = parse_rule(ROOT_RULE, 0)?;
         let first_is_root = rules.first().is_some_and(|r| {
+            // CockroachDB accepts the rule itself or its loopback-only variant
+            // in first place; anything narrower would lock root out.
+            let loopback = Address::Net(IpAddr::from([127, 0, 0, 1]), 32);
             r.users.as_deref() == Some(&["root".to_string()][..])
                 && r.method == Method::CertPassword
                 && r.conn_type == ConnType::Host
+                && (r.address == Address::All || r.address == loopback)
         });
         if !first_is_root {
             rules.insert(0, root);
@@ -371,6 +375,19 @@ mod tests {
             c.find(true, "alice", ip("::ffff:10.0.0.1")).unwrap().method,
             Method::Cert
         );
+    }
+
+    #[test]
+    fn a_narrower_root_rule_does_not_displace_the_mandatory_one() {
+        // Found by fuzzing (fuzz/regressions/hba/root-rule-displaced-by-address).
+        let c = HbaConfig::parse("host all root 10.0.0.0/8 cert-password\n").unwrap();
+        assert_eq!(c.rules[0].line, ROOT_RULE);
+        assert_eq!(
+            c.find(true, "root", ip("192.0.2.1")).unwrap().method,
+            Method::CertPassword
+        );
+        let c = HbaConfig::parse("host all root 127.0.0.1/32 cert-password\n").unwrap();
+        assert_eq!(c.rules.len(), 1, "the loopback variant is accepted in first place");
     }
 
     #[test]
