@@ -243,9 +243,18 @@ fn parse_rule(line: &str, lineno: usize) -> Result<Rule, ServerError> {
                 .and_then(|m| m.parse().ok())
                 .ok_or_else(|| bad(format!("address {a:?} needs a /prefix or a mask")))?;
             i = 5;
-            let len = match mask {
-                IpAddr::V4(m) => u32::from(m).count_ones() as u8,
-                IpAddr::V6(m) => u128::from(m).count_ones() as u8,
+            let len = match (ip, mask) {
+                (IpAddr::V4(_), IpAddr::V4(m)) if u32::from(m).leading_ones() == u32::from(m).count_ones() => {
+                    u32::from(m).count_ones() as u8
+                }
+                (IpAddr::V6(_), IpAddr::V6(m)) if u128::from(m).leading_ones() == u128::from(m).count_ones() => {
+                    u128::from(m).count_ones() as u8
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "mask {mask} does not fit address {a:?}: use a contiguous mask of the same family, or a /prefix"
+                    )))
+                }
             };
             Address::Net(ip, len)
         } else {
@@ -401,6 +410,9 @@ mod tests {
             ("bogus all all all cert", "unknown connection type"),
             ("host all all", "too few fields"),
             ("host all all 10.0.0.0/33 cert", "invalid prefix"),
+            // Found by fuzzing (fuzz/regressions/hba/ipv4-address-ipv6-mask).
+            ("host all all 10.0.0.0 ffff:ffff:ffff:ffff:: trust", "does not fit"),
+            ("host all all 10.0.0.0 255.0.255.0 trust", "contiguous"),
             ("# only a comment", "no entries"),
         ] {
             let e = HbaConfig::parse(text).unwrap_err().to_string();
