@@ -3,7 +3,9 @@
 
 mod auth_session;
 mod cert;
+mod init;
 mod logging;
+mod node_cmd;
 mod sql;
 mod start;
 mod table;
@@ -25,8 +27,15 @@ enum Command {
     /// Create, sign and inspect certificates and the certs directory.
     #[command(subcommand)]
     Cert(cert::CertCommand),
-    /// Start a single secure node serving SQL over TLS (no clustering).
+    /// Start a node of a cluster: SQL and node-to-node RPC over TLS on one port.
+    Start(start::ClusterStartArgs),
+    /// Start a single secure node (a cluster of one that no node can join).
     StartSingleNode(start::StartArgs),
+    /// Initialise a new cluster on one of its started nodes (once).
+    Init(init::InitArgs),
+    /// List the nodes of a cluster (root, over SQL).
+    #[command(subcommand)]
+    Node(node_cmd::NodeCommand),
     /// Open a SQL shell on a node, or run statements (-e, or from stdin), over TLS.
     Sql(sql::SqlArgs),
     /// Console sessions made over SQL by root (`login USER` prints a session cookie).
@@ -39,7 +48,10 @@ fn main() -> ExitCode {
     moat_tls::provider::install_default();
     let result = match cli.command {
         Command::Cert(cmd) => cert::run(cmd),
+        Command::Start(args) => start::run_cluster(args),
         Command::StartSingleNode(args) => start::run(args),
+        Command::Init(args) => init::run(args),
+        Command::Node(cmd) => node_cmd::run(cmd),
         Command::Sql(args) => sql::run(args),
         Command::AuthSession(cmd) => auth_session::run(cmd),
     };

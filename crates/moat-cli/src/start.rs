@@ -1,4 +1,5 @@
-//! `moat start-single-node`: a secure node serving SQL over TLS.
+//! `moat start` and `moat start-single-node`: a secure node serving SQL and
+//! node-to-node RPC over TLS on one port.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -10,6 +11,22 @@ use moat_server::hba::HbaConfig;
 use moat_server::node::{self, NodeConfig};
 use moat_tls::ocsp::{OcspConfig, OcspMode};
 use moat_tls::principal::{Dn, IdentityPolicy, PrincipalMap};
+
+/// Flags of `moat start`: those of `start-single-node`, plus the cluster's.
+#[derive(Args)]
+pub struct ClusterStartArgs {
+    #[command(flatten)]
+    base: StartArgs,
+    /// Nodes to join through: HOST:PORT,... (list the same nodes on every
+    /// node; a new cluster then waits for `moat init`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    join: Vec<String>,
+    /// The address other nodes dial to reach this one (default: the
+    /// --listen-addr, with localhost for an unspecified host). It must be
+    /// a name or address in node.crt.
+    #[arg(long)]
+    advertise_addr: Option<String>,
+}
 
 /// Flags of `start-single-node`.
 #[derive(Args)]
@@ -55,6 +72,9 @@ pub struct StartArgs {
     /// Most SQL connections open at once; more are refused with SQLSTATE 53300.
     #[arg(long, default_value_t = 5000)]
     max_connections: usize,
+    /// Raft log entries between two snapshots of the store.
+    #[arg(long, default_value_t = 5000, hide = true)]
+    snapshot_logs: u64,
 }
 
 /// Parses CockroachDB-style listen addresses (`:26257`, `localhost`, `host:port`).
@@ -118,13 +138,35 @@ pub fn config(args: &StartArgs) -> Result<NodeConfig> {
     cfg.handshake_timeout = Duration::from_secs(args.startup_timeout_secs.max(1));
     cfg.startup_timeout = cfg.handshake_timeout;
     cfg.max_connections = args.max_connections.max(1);
+    cfg.snapshot_logs = args.snapshot_logs.max(10);
     Ok(cfg)
 }
 
-/// Runs the node until SIGINT or SIGTERM.
+/// Runs a cluster node (`moat start`) until SIGINT or SIGTERM.
+pub fn run_cluster(args: ClusterStartArgs) -> Result<()> {
+    let mut cfg = config(&args.base)?;
+    cfg.single_node = false;
+    cfg.join = args
+        .join
+        .iter()
+        .map(|j| j.trim().to_string())
+        .filter(|j| !j.is_empty())
+        .map(|j| if j.contains(':') { j } else { format!("{j}:26257") })
+        .collect();
+    if cfg.join.is_empty() {
+        return Err(anyhow!("--join: name at least one node (HOST:PORT)"));
+    }
+    cfg.advertise_addr = args.advertise_addr.clone();
+    serve(cfg)
+}
+
+/// Runs a single node (`moat start-single-node`) until SIGINT or SIGTERM.
 pub fn run(args: StartArgs) -> Result<()> {
+    serve(config(&args)?)
+}
+
+fn serve(cfg: NodeConfig) -> Result<()> {
     crate::logging::init();
-    let cfg = config(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let running = node::start(cfg).await?;

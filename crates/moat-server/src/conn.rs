@@ -31,6 +31,8 @@ enum Transport {
         Arc<moat_tls::store::Snapshot>,
     ),
     Plain(TcpStream),
+    /// Node-to-node RPC: the TLS stream and the peer's principal.
+    Rpc(Box<tokio_rustls::server::TlsStream<TcpStream>>, &'static str),
 }
 
 async fn peek_head(tcp: &TcpStream) -> std::io::Result<Option<[u8; 8]>> {
@@ -66,12 +68,36 @@ async fn negotiate(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr) -> Opt
             tcp.write_all(b"S").await.ok()?;
         }
         let snap = shared.store.snapshot();
-        let tls = moat_tls::accept::handshake(snap.sql_server(), tcp, peer, "sql", shared.handshake_timeout)
+        let tls = if direct {
+            let (tls, route) = moat_tls::accept::handshake_shared(
+                snap.sql_server(),
+                snap.rpc_server(),
+                tcp,
+                peer,
+                shared.handshake_timeout,
+            )
             .await
             .ok()?;
+            if route == moat_tls::accept::Route::Rpc {
+                let conn = tls.get_ref().1;
+                let chain = conn.peer_certificates().map(|c| c.to_vec());
+                // The handshake already refused any other principal.
+                let principal = shared.store.policy().authorize_rpc(chain.as_ref()?.first()?).ok()?;
+                let anchors = snap.material.client_anchor_certs();
+                moat_tls::accept::check_ocsp(&shared.ocsp, chain.as_deref(), &anchors, peer, "rpc")
+                    .await
+                    .ok()?;
+                return Some(Transport::Rpc(Box::new(tls), principal));
+            }
+            tls
+        } else {
+            moat_tls::accept::handshake(snap.sql_server(), tcp, peer, "sql", shared.handshake_timeout)
+                .await
+                .ok()?
+        };
         let conn = tls.get_ref().1;
         if direct && conn.alpn_protocol() != Some(moat_tls::roles::ALPN_POSTGRES) {
-            tracing::warn!(%peer, "direct TLS connection without ALPN \"postgresql\" closed (node-to-node RPC is served by `moat start`)");
+            tracing::warn!(%peer, "direct TLS connection without ALPN \"postgresql\" or \"h2\" closed");
             return None;
         }
         let chain = conn.peer_certificates().map(|c| c.to_vec());
@@ -129,12 +155,25 @@ pub(crate) async fn serve(
             return;
         }
     };
+    if let Transport::Rpc(tls, principal) = transport {
+        drop(pending);
+        let info = crate::cluster::rpc::PeerInfo {
+            addr: peer,
+            principal: Some(principal),
+        };
+        shared
+            .cluster
+            .serve_rpc(crate::cluster::rpc::RpcStream::new(*tls, info))
+            .await;
+        return;
+    }
     let Ok(_session) = shared.sessions.clone().try_acquire_owned() else {
         metrics::counter!("sql.connections.refused", "reason" => "max_connections").increment(1);
         tracing::warn!(%peer, "connection refused: {} SQL connections already open", shared.max_connections);
         match transport {
             Transport::Tls(tls, _) => refuse_too_many(tls, shared.max_connections).await,
             Transport::Plain(tcp) => refuse_too_many(tcp, shared.max_connections).await,
+            Transport::Rpc(..) => {}
         }
         return;
     };
@@ -144,6 +183,7 @@ pub(crate) async fn serve(
             (MaybeTls::Tls(tls), cert, true)
         }
         Transport::Plain(tcp) => (MaybeTls::Plain(tcp), None, false),
+        Transport::Rpc(..) => return,
     };
     let handlers = crate::node::ConnHandlers::new(&shared, server_cert);
     let client = DefaultClient::new(peer, secure);

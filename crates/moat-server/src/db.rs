@@ -63,14 +63,19 @@ impl Database {
     }
 
     /// A new connection: WAL, `synchronous=FULL` (every commit is fsynced),
-    /// foreign keys on, a 5 s busy timeout.
+    /// foreign keys on, a 5 s busy timeout, the deterministic clock and
+    /// random functions of [`crate::determinism`].
     pub fn connect(&self) -> Result<Connection, ServerError> {
         let err = |e: rusqlite::Error| ServerError::Store {
             path: self.path.clone(),
             problem: format!("cannot open the database: {e}"),
             fix: "check the store directory's permissions and free space".into(),
         };
-        let conn = Connection::open(&self.path).map_err(err)?;
+        crate::determinism::register_vfs();
+        let conn =
+            Connection::open_with_flags_and_vfs(&self.path, rusqlite::OpenFlags::default(), crate::determinism::VFS)
+                .map_err(err)?;
+        crate::determinism::register(&conn).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;

@@ -5,8 +5,10 @@
 //! embedded SQLite store.
 
 pub mod auth;
+pub mod cluster;
 mod conn;
 pub mod db;
+pub mod determinism;
 pub mod error;
 pub mod hba;
 pub mod http;

@@ -46,6 +46,14 @@ pub struct NodeConfig {
     /// more are closed at once (each also has the deadlines above), so
     /// stalled handshakes cannot starve established clients.
     pub max_pending: usize,
+    /// Nodes to join through (`moat start --join`).
+    pub join: Vec<String>,
+    /// Initialise a one-node cluster at once (`start-single-node`).
+    pub single_node: bool,
+    /// The RPC address other nodes dial (default: the listen address).
+    pub advertise_addr: Option<String>,
+    /// Raft entries between snapshots.
+    pub snapshot_logs: u64,
 }
 
 impl NodeConfig {
@@ -64,6 +72,10 @@ impl NodeConfig {
             startup_timeout: Duration::from_secs(10),
             max_connections: 5000,
             max_pending: 4096,
+            join: Vec::new(),
+            single_node: true,
+            advertise_addr: None,
+            snapshot_logs: 5000,
         }
     }
 }
@@ -79,6 +91,7 @@ pub(crate) struct Shared {
     pub sessions: Arc<tokio::sync::Semaphore>,
     pub max_connections: usize,
     pub pending: Arc<tokio::sync::Semaphore>,
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// The handlers of one connection.
@@ -91,7 +104,10 @@ impl ConnHandlers {
     pub fn new(shared: &Shared, server_cert: Option<CertificateDer<'static>>) -> Self {
         ConnHandlers {
             startup: Arc::new(AuthStartup::new(shared.auth.clone(), server_cert)),
-            queries: Arc::new(crate::sql::QueryHandlers::new(shared.db.clone())),
+            queries: Arc::new(crate::sql::QueryHandlers::new(
+                shared.db.clone(),
+                Some(shared.cluster.clone() as Arc<dyn crate::cluster::Replicator>),
+            )),
         }
     }
 }
@@ -121,6 +137,8 @@ pub struct RunningNode {
     _http: Option<crate::http::HttpServer>,
     /// The certificate store (reload, snapshots, stats).
     pub store: Arc<CertStore>,
+    /// The node's cluster membership.
+    pub cluster: Arc<crate::cluster::Cluster>,
     accept: tokio::task::JoinHandle<()>,
     _reloader: Reloader,
 }
@@ -155,7 +173,24 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
         what: "listener address".into(),
         source: e,
     })?;
+    let advertise = match &cfg.advertise_addr {
+        Some(a) => a.clone(),
+        None if sql_addr.ip().is_unspecified() => format!("localhost:{}", sql_addr.port()),
+        None => sql_addr.to_string(),
+    };
+    let cluster_cfg = crate::cluster::ClusterConfig {
+        advertise_addr: advertise,
+        join: cfg.join.clone(),
+        single_node: cfg.single_node,
+        sql_addr: sql_addr.to_string(),
+        http_addr: None,
+        snapshot_logs: cfg.snapshot_logs,
+    };
+    let mut cluster_cfg = cluster_cfg;
+    cluster_cfg.http_addr = cfg.http_addr.map(|a| a.to_string());
+    let cluster = crate::cluster::Cluster::start(cluster_cfg, store.clone(), &db, &cfg.store_dir, started_at).await?;
     let shared = Arc::new(Shared {
+        cluster: cluster.clone(),
         auth: Arc::new(AuthContext::new(
             db.clone(),
             cfg.hba.clone(),
@@ -176,10 +211,10 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
             let ctx = crate::http::HttpContext {
                 store: store.clone(),
                 db: shared.db.clone(),
-                node_id: 1,
+                node_id: cluster.core().node_id(),
                 started_at,
                 sql_addr,
-                cluster: None,
+                cluster: Some(cluster.clone() as Arc<dyn crate::http::ClusterView>),
             };
             let server = crate::http::serve(ctx, addr).await?;
             tracing::info!(http_addr = %server.addr, "console serving HTTPS");
@@ -212,6 +247,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
         http_addr: http.as_ref().map(|h| h.addr),
         _http: http,
         store,
+        cluster,
         accept,
         _reloader: reloader,
     })

@@ -70,7 +70,7 @@ pub fn verifier(conn: &Connection, name: &str) -> Result<Option<Verifier>, UserE
 }
 
 /// A user management statement.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UserStatement {
     /// `CREATE USER [IF NOT EXISTS] name [WITH] [PASSWORD 'x' | PASSWORD NULL]`
     Create {
@@ -317,6 +317,41 @@ pub enum UserResult {
 
 /// Runs a user statement as `current_user`.
 pub fn execute(conn: &Connection, stmt: &UserStatement, current_user: &str) -> Result<UserResult, UserError> {
+    execute_with(conn, stmt, current_user, |p| Verifier::new(p).encode())
+}
+
+/// The statement with every password replaced by its SCRAM-SHA-256
+/// verifier (fresh salt), for the replication log: a password never enters
+/// the log, and every replica stores the same verifier.
+pub fn with_verifiers(stmt: &UserStatement) -> UserStatement {
+    let mut s = stmt.clone();
+    match &mut s {
+        UserStatement::Create { password, .. } | UserStatement::AlterPassword { password, .. } => {
+            if let Some(p) = password.as_mut() {
+                *p = Verifier::new(p).encode();
+            }
+        }
+        _ => {}
+    }
+    s
+}
+
+/// Runs a statement made by [`with_verifiers`] (its password fields hold
+/// encoded verifiers).
+pub fn execute_replicated(
+    conn: &Connection,
+    stmt: &UserStatement,
+    current_user: &str,
+) -> Result<UserResult, UserError> {
+    execute_with(conn, stmt, current_user, |v| v.to_string())
+}
+
+fn execute_with(
+    conn: &Connection,
+    stmt: &UserStatement,
+    current_user: &str,
+    scram_of: impl Fn(&str) -> String,
+) -> Result<UserResult, UserError> {
     if !matches!(stmt, UserStatement::Show) && current_user != ROOT {
         return Err(err(
             "42501",
@@ -344,7 +379,7 @@ pub fn execute(conn: &Connection, stmt: &UserStatement, current_user: &str) -> R
                     Err(err("42710", format!("a role/user named {name} already exists")))
                 };
             }
-            let scram = password.as_deref().map(|p| Verifier::new(p).encode());
+            let scram = password.as_deref().map(&scram_of);
             conn.execute(
                 &format!("INSERT INTO {USERS_TABLE} (name, scram) VALUES (?1, ?2)"),
                 params![name, scram],
@@ -364,7 +399,7 @@ pub fn execute(conn: &Connection, stmt: &UserStatement, current_user: &str) -> R
                     Err(err("42704", format!("role/user {name:?} does not exist")))
                 };
             }
-            let scram = password.as_deref().map(|p| Verifier::new(p).encode());
+            let scram = password.as_deref().map(&scram_of);
             conn.execute(
                 &format!("UPDATE {USERS_TABLE} SET scram = ?2 WHERE name = ?1"),
                 params![name, scram],

@@ -90,6 +90,67 @@ pub async fn handshake(
     result
 }
 
+/// What a direct TLS connection on the shared SQL/RPC port asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// SQL (ALPN `postgresql`, or none).
+    Sql,
+    /// Node-to-node RPC (ALPN `h2`).
+    Rpc,
+}
+
+/// The handshake of the shared port: reads the ClientHello first, then
+/// completes the handshake with the RPC configuration when the client
+/// offers ALPN `h2` (client certificate required, principal checked in the
+/// handshake) and with the SQL configuration otherwise. Bounded by
+/// `deadline`; failures are logged and counted with the listener `rpc` or
+/// `sql`.
+pub async fn handshake_shared(
+    sql: Arc<ServerConfig>,
+    rpc: Arc<ServerConfig>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    deadline: Duration,
+) -> Result<(TlsStream<TcpStream>, Route), HandshakeFailure> {
+    let mut route = Route::Sql;
+    let fut = async {
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+            .await
+            .map_err(|e| failure_from_io(&e))?;
+        let wants_rpc = start
+            .client_hello()
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == crate::roles::ALPN_RPC));
+        let config = if wants_rpc {
+            route = Route::Rpc;
+            rpc
+        } else {
+            sql
+        };
+        start.into_stream(config).await.map_err(|e| failure_from_io(&e))
+    };
+    let result = match tokio::time::timeout(deadline, fut).await {
+        Err(_) => Err(HandshakeFailure {
+            reason: "timeout",
+            detail: format!("no complete handshake within {deadline:?}"),
+        }),
+        Ok(r) => r,
+    };
+    let listener = match route {
+        Route::Sql => "sql",
+        Route::Rpc => "rpc",
+    };
+    match result {
+        Ok(s) => Ok((s, route)),
+        Err(f) => {
+            metrics::counter!("security.tls.handshake_failures", "listener" => listener, "reason" => f.reason)
+                .increment(1);
+            tracing::warn!(%peer, listener, reason = f.reason, "TLS handshake failed: {}", f.detail);
+            Err(f)
+        }
+    }
+}
+
 /// Checks a peer's verified chain with OCSP, right after the handshake and
 /// before any byte is served (never inside the handshake). Runs after every
 /// handshake, resumed ones included, so a certificate revoked at the

@@ -9,7 +9,7 @@
 //! terminal; otherwise an interactive shell starts.
 
 pub(crate) mod connect;
-mod format;
+pub mod format;
 mod shell;
 mod split;
 pub(crate) mod target;

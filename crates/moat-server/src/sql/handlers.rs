@@ -42,9 +42,9 @@ pub struct QueryHandlers {
 impl QueryHandlers {
     /// Handlers for a new connection on `db`. The SQLite connection is
     /// opened at the first statement.
-    pub fn new(db: Arc<Database>) -> Self {
+    pub fn new(db: Arc<Database>, repl: Option<Arc<dyn crate::cluster::Replicator>>) -> Self {
         QueryHandlers {
-            session: Arc::new(Session::new(db)),
+            session: Arc::new(Session::new(db, repl)),
             parser: Arc::new(Parser),
         }
     }

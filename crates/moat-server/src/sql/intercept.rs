@@ -93,6 +93,8 @@ pub enum StmtKind {
     Reset(Option<String>),
     /// SHOW name / SHOW ALL (`None`).
     Show(Option<String>),
+    /// SHOW NODES: the cluster's nodes (root only).
+    ShowNodes,
     /// DISCARD ALL: resets the session variables.
     Discard,
     /// A statement accepted and ignored, answered with this tag.
@@ -537,6 +539,7 @@ fn parse_show(t: &[Token]) -> Result<StmtKind, SqlError> {
     );
     Ok(match words.as_slice() {
         ["ALL"] => StmtKind::Show(None),
+        ["NODES"] => StmtKind::ShowNodes,
         ["TIME", "ZONE"] => StmtKind::Show(Some("timezone".into())),
         ["TRANSACTION", "ISOLATION", "LEVEL"] => StmtKind::Show(Some("transaction_isolation".into())),
         ["TRANSACTION", "STATUS"] => StmtKind::Show(Some("transaction_status".into())),

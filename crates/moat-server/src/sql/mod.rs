@@ -130,13 +130,13 @@
 //! CHECK 23514, busy/locked 40001 or 55P03, read-only 25006, interrupted
 //! 57014, authorizer 42501, anything else XX000.
 
-mod error;
+pub(crate) mod error;
 mod handlers;
 mod infer;
-mod intercept;
+pub(crate) mod intercept;
 mod lexer;
 mod rewrite;
-mod session;
+pub(crate) mod session;
 mod types;
 
 pub use error::SqlError;

@@ -22,7 +22,10 @@ use super::intercept::{classify, version_string, Statement, StmtKind, Vars, Verb
 use super::lexer::quote_ident;
 use super::rewrite::to_sqlite;
 use super::types::{self, from_decl};
+use crate::cluster::types::{Command, CommandResult, RawOut, SqlStmt, SqlValue};
+use crate::cluster::Replicator;
 use crate::db::Database;
+use crate::determinism::{with_context, Context};
 use crate::users::{self, UserResult, UserStatement};
 
 /// Transaction state of a session.
@@ -205,9 +208,46 @@ pub fn encode_rows(columns: &[Column], rows: Vec<Vec<Value>>, format: &Format) -
 /// A column whose type may not be known yet.
 type MaybeTyped = (String, Option<Type>);
 
-/// What SQLite returned: column names, declared types, rows (`None`: the
-/// statement returns none) and the number of rows changed.
-type RawResult = (Vec<String>, Vec<Option<Type>>, Option<Vec<Vec<Value>>>, u64);
+/// Runs one statement with its parameters and collects what it returned.
+pub(crate) fn run_raw(conn: &Connection, sql: &str, params: &[Value]) -> rusqlite::Result<RawOut> {
+    let mut st = conn.prepare_cached(sql)?;
+    let want = st.parameter_count();
+    if want != params.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(params.len(), want));
+    }
+    for (i, v) in params.iter().enumerate() {
+        st.raw_bind_parameter(i + 1, v)?;
+    }
+    let ncols = st.column_count();
+    if ncols == 0 {
+        let n = st.raw_execute()?;
+        return Ok(RawOut {
+            names: Vec::new(),
+            decls: Vec::new(),
+            rows: None,
+            changes: n as u64,
+        });
+    }
+    let names: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
+    let decls: Vec<Option<String>> = st.columns().iter().map(|c| c.decl_type().map(str::to_string)).collect();
+    let mut rows = Vec::new();
+    {
+        let mut r = st.raw_query();
+        while let Some(row) = r.next()? {
+            let mut vals = Vec::with_capacity(ncols);
+            for i in 0..ncols {
+                vals.push(SqlValue::from(&Value::from(row.get_ref(i)?)));
+            }
+            rows.push(vals);
+        }
+    }
+    Ok(RawOut {
+        names,
+        decls,
+        rows: Some(rows),
+        changes: 0,
+    })
+}
 
 /// Identifies a portal (its execution state is one allocation per portal).
 pub type PortalKey = Arc<tokio::sync::Mutex<PortalExecutionState>>;
@@ -225,8 +265,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session on `db`; nothing is opened yet.
-    pub fn new(db: Arc<Database>) -> Session {
+    /// A session on `db`, replicating its writes through `repl` when the
+    /// node is in a cluster; nothing is opened yet.
+    pub fn new(db: Arc<Database>, repl: Option<Arc<dyn Replicator>>) -> Session {
         let tx = Arc::new(AtomicU8::new(Tx::Idle as u8));
         let interrupt = Arc::new(Mutex::new(None));
         Session {
@@ -241,6 +282,11 @@ impl Session {
                 read_only: false,
                 pending: None,
                 interrupt: interrupt.clone(),
+                repl,
+                txlog: Vec::new(),
+                tx_ctx: None,
+                savepoints: Vec::new(),
+                implicit: false,
             }),
             interrupt,
         }
@@ -308,6 +354,17 @@ pub struct Engine {
     read_only: bool,
     pending: Option<(PortalKey, Pending)>,
     interrupt: Arc<Mutex<Option<rusqlite::InterruptHandle>>>,
+    /// The cluster, when the node is in one: writes go through it.
+    repl: Option<Arc<dyn Replicator>>,
+    /// In a transaction (cluster): the writes run so far, replayed through
+    /// the log at COMMIT.
+    txlog: Vec<SqlStmt>,
+    /// In a transaction (cluster): its clock and seed.
+    tx_ctx: Option<Context>,
+    /// In a transaction (cluster): savepoints and the log length at each.
+    savepoints: Vec<(String, usize)>,
+    /// A multi-statement simple query runs in an implicit transaction.
+    implicit: bool,
 }
 
 /// Pragmas user SQL may not run even read-only.
@@ -326,7 +383,7 @@ fn is_system(name: &str) -> bool {
 }
 
 /// Installs the authorizer that keeps user SQL away from system tables.
-fn install_authorizer(conn: &Connection, denied: Arc<Mutex<Option<String>>>) {
+pub(crate) fn install_authorizer(conn: &Connection, denied: Arc<Mutex<Option<String>>>) {
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
         let hit: Option<String> = match ctx.action {
             AuthAction::Read { table_name, .. }
@@ -378,7 +435,9 @@ fn install_authorizer(conn: &Connection, denied: Arc<Mutex<Option<String>>>) {
 }
 
 fn now_text() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    let us = crate::determinism::now_unix_us();
+    let now =
+        time::OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00:00",
         now.year(),
@@ -393,34 +452,19 @@ fn now_text() -> String {
 
 fn random_uuid() -> String {
     let mut b = [0u8; 16];
-    // aws-lc-rs' system random; a failure leaves zeros, which the version
-    // bits still mark as a UUID.
-    let _ = aws_lc_rs::rand::fill(&mut b);
+    crate::determinism::fill_random(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     types::uuid_text(&b)
 }
 
 fn unique_rowid() -> i64 {
-    use std::sync::atomic::AtomicU64;
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    // CockroachDB's layout: timestamp in 10 µs units, shifted, plus a node id
-    // (1 here). Strictly increasing within the process.
-    let ts = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 10_000) as u64;
-    let candidate = (ts << 15) | 1;
-    let mut last = LAST.load(Ordering::SeqCst);
-    loop {
-        let next = candidate.max(last + (1 << 15));
-        match LAST.compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => return (next & (i64::MAX as u64)) as i64,
-            Err(v) => last = v,
-        }
-    }
+    crate::determinism::unique_rowid()
 }
 
-fn register_functions(
+pub(crate) fn register_functions(
     conn: &Connection,
-    user: &str,
+    user: Arc<Mutex<String>>,
     vars: Arc<Mutex<Vars>>,
     tx: Arc<AtomicU8>,
 ) -> rusqlite::Result<()> {
@@ -431,8 +475,8 @@ fn register_functions(
     conn.create_scalar_function("current_database", 0, det, |_| Ok(DATABASE.to_string()))?;
     conn.create_scalar_function("current_schema", 0, det, |_| Ok("public".to_string()))?;
     for f in ["current_user", "session_user", "current_role", "user"] {
-        let u = user.to_string();
-        conn.create_scalar_function(f, 0, det, move |_| Ok(u.clone()))?;
+        let u = user.clone();
+        conn.create_scalar_function(f, 0, det, move |_| Ok(lock(&u).clone()))?;
     }
     conn.create_scalar_function("pg_backend_pid", 0, det, |_| Ok(std::process::id() as i64))?;
     for f in ["now", "transaction_timestamp", "statement_timestamp", "clock_timestamp"] {
@@ -519,8 +563,13 @@ impl Engine {
         if self.conn.is_none() {
             let conn = self.db.connect().map_err(|e| SqlError::new("58030", e.to_string()))?;
             install_authorizer(&conn, self.denied.clone());
-            register_functions(&conn, self.user(), self.vars.clone(), self.tx.clone())
-                .map_err(|e| SqlError::new("XX000", format!("cannot set up the session: {e}")))?;
+            register_functions(
+                &conn,
+                Arc::new(Mutex::new(self.user().to_string())),
+                self.vars.clone(),
+                self.tx.clone(),
+            )
+            .map_err(|e| SqlError::new("XX000", format!("cannot set up the session: {e}")))?;
             *lock(&self.interrupt) = Some(conn.get_interrupt_handle());
             self.conn = Some(conn);
         }
@@ -564,6 +613,85 @@ impl Engine {
         }
     }
 
+    fn clear_txlog(&mut self) {
+        self.txlog.clear();
+        self.tx_ctx = None;
+        self.savepoints.clear();
+    }
+
+    /// Commits the open SQLite transaction; in a cluster, rolls it back
+    /// instead and replicates its writes as one log entry (all or nothing,
+    /// refused with 40001 if a replica would see other results).
+    fn commit_sqlite(&mut self) -> Result<(), SqlError> {
+        let Some(repl) = self.repl.clone().filter(|_| !self.txlog.is_empty()) else {
+            let r = self.batch("COMMIT");
+            if r.is_err() {
+                self.rollback_sqlite();
+            }
+            self.clear_txlog();
+            return r;
+        };
+        self.rollback_sqlite();
+        let stmts = std::mem::take(&mut self.txlog);
+        let ctx = self.tx_ctx.take().unwrap_or_else(|| Context::fresh(repl.node_id()));
+        self.savepoints.clear();
+        let cmd = Command::Sql {
+            user: self.user().to_string(),
+            ctx,
+            stmts,
+        };
+        match repl.write(cmd)? {
+            CommandResult::Sql(Ok(_)) => Ok(()),
+            CommandResult::Sql(Err(e)) => Err(e.into()),
+            other => Err(SqlError::new(
+                "XX000",
+                format!("unexpected replication result {other:?}"),
+            )),
+        }
+    }
+
+    /// Whether statements run inside a transaction (explicit or implicit).
+    fn in_transaction(&self) -> bool {
+        self.implicit || self.tx() != Tx::Idle
+    }
+
+    /// Runs a write statement: alone, through the log; in a transaction, on
+    /// this session's connection (so the client sees its effects) and
+    /// recorded for COMMIT.
+    fn replicated_write(&mut self, repl: Arc<dyn Replicator>, sql: &str, params: &[Value]) -> Result<RawOut, SqlError> {
+        let values: Vec<SqlValue> = params.iter().map(SqlValue::from).collect();
+        if !self.in_transaction() {
+            let cmd = Command::Sql {
+                user: self.user().to_string(),
+                ctx: Context::fresh(repl.node_id()),
+                stmts: vec![SqlStmt {
+                    sql: sql.to_string(),
+                    params: values,
+                    expect: None,
+                }],
+            };
+            return match repl.write(cmd)? {
+                CommandResult::Sql(Ok(mut outs)) if outs.len() == 1 => Ok(outs.remove(0)),
+                CommandResult::Sql(Err(e)) => Err(e.into()),
+                other => Err(SqlError::new(
+                    "XX000",
+                    format!("unexpected replication result {other:?}"),
+                )),
+            };
+        }
+        let ctx = *self.tx_ctx.get_or_insert_with(|| Context::fresh(repl.node_id()));
+        let i = self.txlog.len() as u64;
+        lock(&self.denied).take();
+        let conn = self.conn()?;
+        let out = with_context(ctx.nth(i), || run_raw(conn, sql, params)).map_err(|e| self.sqlite_err(e))?;
+        self.txlog.push(SqlStmt {
+            sql: sql.to_string(),
+            params: values,
+            expect: Some(out.fingerprint()),
+        });
+        Ok(out)
+    }
+
     /// Runs a simple-query string: its statements in order, stopping at the
     /// first error. Several statements outside a transaction run in one
     /// implicit transaction (as in PostgreSQL), unless they control
@@ -584,6 +712,7 @@ impl Engine {
                 out.push((reply(Err(e)), None));
                 return out;
             }
+            self.implicit = true;
         }
         let mut failed = false;
         for s in stmts {
@@ -605,10 +734,11 @@ impl Engine {
             }
         }
         if implicit {
+            self.implicit = false;
             if failed {
                 self.rollback_sqlite();
-            } else if let Err(e) = self.batch("COMMIT") {
-                self.rollback_sqlite();
+                self.clear_txlog();
+            } else if let Err(e) = self.commit_sqlite() {
                 out.push((reply(Err(e)), None));
             }
         }
@@ -806,6 +936,7 @@ impl Engine {
                         .collect(),
                 ))
             }
+            StmtKind::ShowNodes => return Ok(Some(node_columns().into_iter().map(|c| (c.name, Some(c.ty))).collect())),
             StmtKind::User(Ok(UserStatement::Show)) => {
                 return Ok(Some(vec![
                     ("username".into(), Some(Type::TEXT)),
@@ -905,6 +1036,10 @@ impl Engine {
                     notices.push("there is already a transaction in progress".into());
                     return Ok(Outcome::TxStart(Tag::new("BEGIN")));
                 }
+                if let Some(repl) = self.repl.clone() {
+                    repl.read_barrier()?;
+                }
+                self.clear_txlog();
                 self.batch(&format!("BEGIN {mode}"))?;
                 if *read_only {
                     self.batch("PRAGMA query_only = 1")?;
@@ -920,14 +1055,12 @@ impl Engine {
                 }
                 Tx::Failed => {
                     self.rollback_sqlite();
+                    self.clear_txlog();
                     self.set_tx(Tx::Idle);
                     Ok(Outcome::TxEnd(Tag::new("ROLLBACK")))
                 }
                 Tx::Open => {
-                    let r = self.batch("COMMIT");
-                    if r.is_err() {
-                        self.rollback_sqlite();
-                    }
+                    let r = self.commit_sqlite();
                     self.end_read_only();
                     self.set_tx(Tx::Idle);
                     r.map(|_| Outcome::TxEnd(Tag::new("COMMIT")))
@@ -938,6 +1071,7 @@ impl Engine {
                     notices.push("there is no transaction in progress".into());
                 }
                 self.rollback_sqlite();
+                self.clear_txlog();
                 self.set_tx(Tx::Idle);
                 Ok(Outcome::TxEnd(Tag::new("ROLLBACK")))
             }
@@ -965,6 +1099,21 @@ impl Engine {
                     ));
                 }
                 self.batch(&sql)?;
+                let found = self.savepoints.iter().rposition(|(n, _)| n.eq_ignore_ascii_case(name));
+                match kind {
+                    StmtKind::Savepoint(_) => self.savepoints.push((name.clone(), self.txlog.len())),
+                    StmtKind::Release(_) => {
+                        if let Some(i) = found {
+                            self.savepoints.truncate(i);
+                        }
+                    }
+                    _ => {
+                        if let Some(i) = found {
+                            self.txlog.truncate(self.savepoints[i].1);
+                            self.savepoints.truncate(i + 1);
+                        }
+                    }
+                }
                 if matches!(kind, StmtKind::RollbackTo(_)) {
                     self.set_tx(Tx::Open);
                 }
@@ -1019,6 +1168,7 @@ impl Engine {
                 })
             }
             StmtKind::NoOp(tag) => Ok(Outcome::Done(Tag::new(tag))),
+            StmtKind::ShowNodes => self.show_nodes(),
             StmtKind::Sql { .. } => self.execute_sql(p, params, frozen),
         }
     }
@@ -1027,6 +1177,45 @@ impl Engine {
     /// authorizer lifted for its duration (it runs only users.rs' own SQL).
     fn user_statement(&mut self, stmt: &UserStatement) -> Result<Outcome, SqlError> {
         let user = self.user().to_string();
+        if let Some(repl) = self.repl.clone().filter(|_| !matches!(stmt, UserStatement::Show)) {
+            if self.in_transaction() {
+                return Err(SqlError::new(
+                    "25001",
+                    "user statements cannot run inside a transaction on a cluster node; run it on its own",
+                ));
+            }
+            // Hash passwords only for root: anyone else is refused anyway.
+            let stmt = if user == users::ROOT {
+                users::with_verifiers(stmt)
+            } else {
+                UserStatement::Show
+            };
+            if stmt == UserStatement::Show {
+                return Err(users::UserError {
+                    code: "42501",
+                    message: format!("user {user:?} does not have CREATEROLE privilege; only root may manage users"),
+                }
+                .into());
+            }
+            return match repl.write(Command::User {
+                current_user: user,
+                stmt,
+            })? {
+                CommandResult::User(Ok(tag)) => Ok(Outcome::Done(Tag::new(&tag))),
+                CommandResult::User(Err(e)) => Err(e.into()),
+                other => Err(SqlError::new(
+                    "XX000",
+                    format!("unexpected replication result {other:?}"),
+                )),
+            };
+        }
+        if matches!(stmt, UserStatement::Show) {
+            if let Some(repl) = self.repl.clone() {
+                if !self.in_transaction() {
+                    repl.read_barrier()?;
+                }
+            }
+        }
         let denied = self.denied.clone();
         let conn = self.conn()?;
         struct Restore<'a>(&'a Connection, Arc<Mutex<Option<String>>>);
@@ -1052,44 +1241,84 @@ impl Engine {
         }
     }
 
+    /// `SHOW NODES` (root only): every node of the cluster, whether it is
+    /// live, whether it leads, and when its certificate expires.
+    fn show_nodes(&mut self) -> Result<Outcome, SqlError> {
+        if self.user() != users::ROOT {
+            return Err(SqlError::new("42501", "only root may list the nodes"));
+        }
+        let nodes = match &self.repl {
+            Some(r) => r.nodes(),
+            None => Vec::new(),
+        };
+        let ts = |t: Option<i64>| match t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()) {
+            Some(t) => Value::Text(
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            ),
+            None => Value::Null,
+        };
+        let rows = nodes
+            .into_iter()
+            .map(|n| {
+                vec![
+                    Value::Integer(n.id as i64),
+                    Value::Text(n.address),
+                    n.http_address.map(Value::Text).unwrap_or(Value::Null),
+                    Value::Integer(n.live as i64),
+                    Value::Integer(n.is_leader as i64),
+                    ts(n.started_at.map(|t| t.unix_timestamp())),
+                    ts(n.cert_expiry),
+                    Value::Text(n.version),
+                ]
+            })
+            .collect();
+        Ok(Outcome::Rows {
+            columns: node_columns(),
+            rows,
+            tag: "SELECT".into(),
+        })
+    }
+
     fn execute_sql(&mut self, p: &Prepared, params: &[Value], frozen: Option<Vec<Type>>) -> Result<Outcome, SqlError> {
         let StmtKind::Sql { verb, .. } = &p.stmt.kind else {
             return Err(SqlError::new("XX000", "internal error: not a SQL statement"));
         };
         let sql = p.sqlite.clone().unwrap_or_default();
         let param_types: Vec<Type> = lock(&p.params).clone().unwrap_or_default();
+        if let Some(repl) = self.repl.clone() {
+            if !self.is_readonly(p) {
+                let out = self.replicated_write(repl, &sql, params)?;
+                return self.outcome(p, verb, out, frozen, param_types);
+            }
+            if !self.in_transaction() {
+                repl.read_barrier()?;
+            }
+        }
         lock(&self.denied).take();
         let conn = self.conn()?;
-        let result: Result<RawResult, rusqlite::Error> = (|| {
-            let mut st = conn.prepare_cached(&sql)?;
-            let want = st.parameter_count();
-            if want != params.len() {
-                return Err(rusqlite::Error::InvalidParameterCount(params.len(), want));
-            }
-            for (i, v) in params.iter().enumerate() {
-                st.raw_bind_parameter(i + 1, v)?;
-            }
-            let ncols = st.column_count();
-            if ncols == 0 {
-                let n = st.raw_execute()?;
-                return Ok((Vec::new(), Vec::new(), None, n as u64));
-            }
-            let names: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
-            let decls: Vec<Option<Type>> = st.columns().iter().map(|c| c.decl_type().and_then(from_decl)).collect();
-            let mut rows = Vec::new();
-            {
-                let mut r = st.raw_query();
-                while let Some(row) = r.next()? {
-                    let mut vals = Vec::with_capacity(ncols);
-                    for i in 0..ncols {
-                        vals.push(Value::from(row.get_ref(i)?));
-                    }
-                    rows.push(vals);
-                }
-            }
-            Ok((names, decls, Some(rows), 0))
-        })();
-        let (names, decls, rows, changes) = result.map_err(|e| self.sqlite_err(e))?;
+        let result = run_raw(conn, &sql, params);
+        let out = result.map_err(|e| self.sqlite_err(e))?;
+        self.outcome(p, verb, out, frozen, param_types)
+    }
+
+    /// Builds the client's outcome from what SQLite returned.
+    fn outcome(
+        &mut self,
+        p: &Prepared,
+        verb: &Verb,
+        out: RawOut,
+        frozen: Option<Vec<Type>>,
+        param_types: Vec<Type>,
+    ) -> Result<Outcome, SqlError> {
+        let names = out.names;
+        let decls: Vec<Option<Type>> = out.decls.iter().map(|d| d.as_deref().and_then(from_decl)).collect();
+        let changes = out.changes;
+        let rows: Option<Vec<Vec<Value>>> = out.rows.map(|rows| {
+            rows.into_iter()
+                .map(|r| r.into_iter().map(Value::from).collect())
+                .collect()
+        });
         let Some(rows) = rows else {
             let tag = match verb {
                 Verb::Insert => Tag::new("INSERT").with_oid(0).with_rows(changes as usize),
@@ -1138,6 +1367,25 @@ impl Engine {
             tag: tag.into(),
         })
     }
+}
+
+fn node_columns() -> Vec<Column> {
+    [
+        ("id", Type::INT8),
+        ("address", Type::TEXT),
+        ("http_address", Type::TEXT),
+        ("is_live", Type::BOOL),
+        ("is_leader", Type::BOOL),
+        ("started_at", Type::TEXT),
+        ("cert_expires_at", Type::TEXT),
+        ("build", Type::TEXT),
+    ]
+    .into_iter()
+    .map(|(n, t)| Column {
+        name: n.to_string(),
+        ty: t,
+    })
+    .collect()
 }
 
 /// PostgreSQL's column names where SQLite's differ (`count` for

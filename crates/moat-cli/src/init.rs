@@ -1,0 +1,84 @@
+//! `moat init`: initialise a new cluster on one of its started nodes
+//! (CockroachDB's `cockroach init`). It dials the node's RPC port over
+//! mutual TLS with `client.root.crt` (else the node certificate) from the
+//! certs directory.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use moat_server::cluster::rpc::request_init;
+use moat_server::cluster::InitReply;
+use moat_tls::principal::IdentityPolicy;
+use moat_tls::store::{CertStore, StoreRole};
+
+/// Flags of `moat init`.
+#[derive(Args)]
+pub struct InitArgs {
+    /// The certs directory: ca.crt and client.root.crt/.key (or node.crt/.key).
+    #[arg(long, env = "MOAT_CERTS_DIR", hide_env_values = true)]
+    certs_dir: std::path::PathBuf,
+    /// The node to initialise: HOST:PORT (its SQL/RPC port).
+    #[arg(long, env = "MOAT_HOST", default_value = "localhost:26257")]
+    host: String,
+    /// How long to keep trying while the node is not reachable yet.
+    #[arg(long, default_value_t = 30)]
+    wait_secs: u64,
+}
+
+/// Runs `moat init`.
+pub fn run(args: InitArgs) -> Result<()> {
+    let host = if args.host.contains(':') {
+        args.host.clone()
+    } else {
+        format!("{}:26257", args.host)
+    };
+    let dir = &args.certs_dir;
+    let (config, who) = if dir.join("client.root.crt").exists() {
+        let store = CertStore::open(
+            dir,
+            StoreRole::SqlClient(Some("root".into())),
+            IdentityPolicy::default(),
+        )
+        .with_context(|| format!("{}: cannot load the root client certificate", dir.display()))?;
+        (store.snapshot().sql_client(), "root")
+    } else {
+        let store = CertStore::open(dir, StoreRole::Node, IdentityPolicy::default()).with_context(|| {
+            format!(
+                "{}: needs client.root.crt/.key or node.crt/.key to call the node (create one with `moat cert create-client root`)",
+                dir.display()
+            )
+        })?;
+        (store.snapshot().rpc_client(), "node")
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the I/O runtime: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
+    let reply = rt.block_on(async {
+        loop {
+            match request_init(config.clone(), &host).await {
+                Ok(r) => return Ok(r),
+                Err(e) if Instant::now() < deadline && is_unreachable(&e) => {
+                    eprintln!("waiting for {host}: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    match reply {
+        Ok(InitReply::Initialized { cluster_id }) => {
+            println!("Cluster successfully initialized (cluster id {cluster_id}, as {who})");
+            Ok(())
+        }
+        Ok(InitReply::AlreadyInitialized) => bail!("cluster has already been initialized ({host})"),
+        Ok(InitReply::Failed(e)) => bail!("{host}: initialisation failed: {e}"),
+        Err(e) => bail!("cannot initialise the cluster: {e}"),
+    }
+}
+
+fn is_unreachable(e: &str) -> bool {
+    e.contains("onnection refused") || e.contains("tcp connect") || e.contains("transport error")
+}
