@@ -49,7 +49,7 @@ async fn server() -> Server {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { break };
             let h = Conn {
-                q: Arc::new(QueryHandlers::new(db.clone())),
+                q: Arc::new(QueryHandlers::new(db.clone(), None)),
             };
             tokio::spawn(async move {
                 let _ = pgwire::tokio::process_socket(tcp, None, h).await;

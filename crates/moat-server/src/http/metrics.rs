@@ -101,6 +101,11 @@ fn describe() {
         "http.auth.failures",
         "Failed or refused console logins by method and reason"
     );
+    metrics::describe_gauge!("cluster.node_id", "This node's id in its cluster (0 before it has one)");
+    metrics::describe_counter!(
+        "rpc.refused",
+        "Node-to-node RPCs refused because the caller's certificate names another principal"
+    );
 }
 
 /// The text exposition of every metric, if the recorder is installed.
