@@ -149,6 +149,7 @@ pub struct Core {
     init_lock: tokio::sync::Mutex<()>,
     started_at: OffsetDateTime,
     liveness: Mutex<HashMap<NodeId, (Instant, NodeInfo)>>,
+    http_addr: OnceLock<String>,
 }
 
 fn unavailable() -> SqlError {
@@ -191,7 +192,13 @@ impl Core {
             init_lock: tokio::sync::Mutex::new(()),
             started_at,
             liveness: Mutex::new(HashMap::new()),
+            http_addr: OnceLock::new(),
         })
+    }
+
+    /// Records the console's bound address (known only once it listens).
+    pub fn set_http_addr(&self, addr: String) {
+        let _ = self.http_addr.set(addr);
     }
 
     /// Starts Raft if this node has an id; otherwise initialises alone
@@ -570,7 +577,7 @@ impl Core {
             id: self.node_id(),
             addr: self.cfg.advertise_addr.clone(),
             sql_addr: self.cfg.sql_addr.clone(),
-            http_addr: self.cfg.http_addr.clone(),
+            http_addr: self.http_addr.get().cloned().or_else(|| self.cfg.http_addr.clone()),
             started_at: self.started_at.unix_timestamp(),
             cert_expiry,
             version: format!("moat {}", env!("CARGO_PKG_VERSION")),
