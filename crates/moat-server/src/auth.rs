@@ -38,8 +38,11 @@ use crate::users;
 pub struct AuthContext {
     /// The store (users and verifiers).
     pub db: Arc<Database>,
-    /// The HBA rules.
+    /// The HBA rules of the node's own configuration (`--hba-conf` or the default).
     pub hba: HbaConfig,
+    /// The rules in force: the cluster setting
+    /// `server.host_based_authentication.configuration` when set, else `hba`.
+    current_hba: std::sync::RwLock<Arc<HbaConfig>>,
     /// Principal map and pinned DNs.
     pub policy: IdentityPolicy,
     /// `--accept-sql-without-tls`.
@@ -58,12 +61,36 @@ impl AuthContext {
         aws_lc_rs::rand::fill(&mut mock_key).expect("system randomness");
         AuthContext {
             db,
+            current_hba: std::sync::RwLock::new(Arc::new(hba.clone())),
             hba,
             policy,
             accept_plaintext,
             mock_key,
             lookups: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The HBA rules in force.
+    pub fn hba(&self) -> Arc<HbaConfig> {
+        self.current_hba.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies the cluster's HBA setting (`None`: back to the node's own
+    /// rules). A value that does not parse keeps the rules in force (it was
+    /// validated before it was replicated, so this only happens across
+    /// versions) and is logged.
+    pub fn set_cluster_hba(&self, text: Option<&str>) {
+        let next = match text {
+            None => Arc::new(self.hba.clone()),
+            Some(t) => match HbaConfig::parse(t) {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    tracing::error!("the cluster's HBA setting does not parse, keeping the rules in force: {e}");
+                    return;
+                }
+            },
+        };
+        *self.current_hba.write().unwrap_or_else(|p| p.into_inner()) = next;
     }
 
     /// A verifier that never matches, with a salt stable per user name, for
@@ -259,7 +286,8 @@ impl AuthStartup {
         }
         client.metadata_mut().insert(METADATA_USER.to_string(), user.clone());
         let ip: IpAddr = client.socket_addr().ip();
-        let Some(rule) = self.ctx.hba.find(tls, &user, ip) else {
+        let hba = self.ctx.hba();
+        let Some(rule) = hba.find(tls, &user, ip) else {
             return Err(refuse(
                 client,
                 &user,

@@ -14,6 +14,10 @@
 //! certificate or a password. The default configuration is
 //! `host all all all cert-password`.
 
+/// The cluster setting holding the HBA configuration (CockroachDB's name);
+/// when set, it replaces `--hba-conf` on every node.
+pub const HBA_SETTING: &str = "server.host_based_authentication.configuration";
+
 use std::net::IpAddr;
 use std::str::FromStr;
 

@@ -54,6 +54,12 @@ pub struct NodeConfig {
     pub advertise_addr: Option<String>,
     /// Raft entries between snapshots.
     pub snapshot_logs: u64,
+    /// Largest PostgreSQL message accepted from a logged-in client, in bytes
+    /// (its length field; default 16 MiB, CockroachDB's
+    /// `sql.conn.max_read_buffer_message_size`; PostgreSQL allows 1 GiB). A
+    /// bigger one is refused from its header with FATAL 08P01. Before
+    /// authentication the bound is 64 KiB (or this, if smaller).
+    pub max_message_bytes: usize,
 }
 
 impl NodeConfig {
@@ -76,6 +82,7 @@ impl NodeConfig {
             single_node: true,
             advertise_addr: None,
             snapshot_logs: 5000,
+            max_message_bytes: 16 << 20,
         }
     }
 }
@@ -91,6 +98,7 @@ pub(crate) struct Shared {
     pub sessions: Arc<tokio::sync::Semaphore>,
     pub max_connections: usize,
     pub pending: Arc<tokio::sync::Semaphore>,
+    pub max_message_bytes: usize,
     pub cluster: Arc<crate::cluster::Cluster>,
 }
 
@@ -205,7 +213,25 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
         sessions: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections)),
         max_connections: cfg.max_connections,
         pending: Arc::new(tokio::sync::Semaphore::new(cfg.max_pending)),
+        max_message_bytes: cfg.max_message_bytes,
     });
+    // The cluster's HBA setting, now and whenever it changes.
+    {
+        let auth = shared.auth.clone();
+        let sm = cluster.core().state_machine().clone();
+        let mut changes = sm.settings_changes();
+        auth.set_cluster_hba(sm.setting(crate::hba::HBA_SETTING).as_deref());
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let text = sm.setting(crate::hba::HBA_SETTING);
+                tracing::info!(
+                    source = if text.is_some() { "cluster setting" } else { "node configuration" },
+                    "HBA configuration changed"
+                );
+                auth.set_cluster_hba(text.as_deref());
+            }
+        });
+    }
     let http = match cfg.http_addr {
         Some(addr) => {
             let ctx = crate::http::HttpContext {
@@ -217,6 +243,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
                 cluster: Some(cluster.clone() as Arc<dyn crate::http::ClusterView>),
             };
             let server = crate::http::serve(ctx, addr).await?;
+            cluster.core().set_http_addr(server.addr.to_string());
             tracing::info!(http_addr = %server.addr, "console serving HTTPS");
             Some(server)
         }

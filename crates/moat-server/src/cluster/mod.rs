@@ -43,6 +43,8 @@ pub trait Replicator: Send + Sync {
     fn node_id(&self) -> NodeId;
     /// Every node, for `SHOW NODES`.
     fn nodes(&self) -> Vec<NodeSummary>;
+    /// A cluster setting's value on this node, if set.
+    fn setting(&self, name: &str) -> Option<String>;
 }
 
 /// The TLS connection type the shared listener hands to RPC.
@@ -111,6 +113,10 @@ impl Replicator for Cluster {
 
     fn nodes(&self) -> Vec<NodeSummary> {
         self.core.nodes()
+    }
+
+    fn setting(&self, name: &str) -> Option<String> {
+        self.core.state_machine().setting(name)
     }
 }
 

@@ -35,6 +35,7 @@ struct Inner {
     denied: Arc<Mutex<Option<String>>>,
     applied: Option<LogId>,
     membership: Membership,
+    settings_changed: bool,
 }
 
 /// The state machine of a node. Clones share it.
@@ -43,6 +44,7 @@ pub struct StateMachine {
     inner: Arc<Mutex<Inner>>,
     store_dir: PathBuf,
     applied_tx: Arc<tokio::sync::watch::Sender<u64>>,
+    settings_tx: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,6 +142,7 @@ impl StateMachine {
         .map_err(|e| e.to_string())?;
         let (applied, membership) = read_state(&conn)?;
         let (applied_tx, _) = tokio::sync::watch::channel(applied.map(|l| l.index).unwrap_or(0));
+        let (settings_tx, _) = tokio::sync::watch::channel(0);
         Ok(StateMachine {
             inner: Arc::new(Mutex::new(Inner {
                 conn,
@@ -147,10 +150,23 @@ impl StateMachine {
                 denied,
                 applied,
                 membership,
+                settings_changed: false,
             })),
             store_dir: store_dir.to_path_buf(),
             applied_tx: Arc::new(applied_tx),
+            settings_tx: Arc::new(settings_tx),
         })
+    }
+
+    /// Bumped whenever a cluster setting may have changed (a setting
+    /// command applied, a snapshot installed).
+    pub fn settings_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.settings_tx.subscribe()
+    }
+
+    /// A cluster setting's value, if set.
+    pub fn setting(&self, name: &str) -> Option<String> {
+        self.cluster_value(&format!("setting.{name}"))
     }
 
     /// Index of the last applied entry, as it changes.
@@ -254,6 +270,31 @@ impl Inner {
                         })))
                     }
                 }
+            }
+            Command::SetSetting {
+                current_user,
+                name,
+                value,
+            } => {
+                if current_user != crate::users::ROOT {
+                    return Ok(CommandResult::Setting(Err(WireError {
+                        code: "42501".into(),
+                        message: "only root may change cluster settings".into(),
+                        detail: None,
+                        hint: None,
+                    })));
+                }
+                let key = format!("setting.{name}");
+                match value {
+                    Some(v) => self.conn.execute(
+                        "INSERT INTO moat_cluster (key, value) VALUES (?1, ?2)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        params![key, v],
+                    )?,
+                    None => self.conn.execute("DELETE FROM moat_cluster WHERE key = ?1", params![key])?,
+                };
+                self.settings_changed = true;
+                Ok(CommandResult::Setting(Ok("SET CLUSTER SETTING".into())))
             }
             Command::AllocNodeId { addr } => {
                 let next: i64 = self
@@ -384,8 +425,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             g.applied = applied;
             g.membership = membership;
             let idx = applied.map(|l| l.index).unwrap_or(0);
+            let settings = std::mem::take(&mut g.settings_changed);
             drop(g);
             sm.applied_tx.send_replace(idx);
+            if settings {
+                sm.settings_tx.send_modify(|n| *n += 1);
+            }
             Ok(results)
         })
         .await
@@ -426,6 +471,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             drop(g);
             save_current(&sm.store_dir, &incoming, &meta)?;
             sm.applied_tx.send_replace(idx);
+            sm.settings_tx.send_modify(|n| *n += 1);
             tracing::info!(snapshot = %meta.snapshot_id, "installed a snapshot");
             Ok(())
         })

@@ -104,6 +104,15 @@ pub enum Command {
         /// The statement.
         stmt: UserStatement,
     },
+    /// Sets (or, with `None`, resets) a cluster setting.
+    SetSetting {
+        /// Who runs it (only root may).
+        current_user: String,
+        /// Setting name.
+        name: String,
+        /// Value, already validated by the proposer.
+        value: Option<String>,
+    },
     /// Allocates the next node id for a joining node.
     AllocNodeId {
         /// The joining node's RPC address.
@@ -210,4 +219,6 @@ pub enum CommandResult {
     User(Result<String, WireError>),
     /// A newly allocated node id.
     NodeId(NodeId),
+    /// The command tag of a cluster setting change, or its error.
+    Setting(Result<String, WireError>),
 }

@@ -95,6 +95,16 @@ pub enum StmtKind {
     Show(Option<String>),
     /// SHOW NODES: the cluster's nodes (root only).
     ShowNodes,
+    /// SET CLUSTER SETTING name = value / RESET CLUSTER SETTING name (`None`):
+    /// replicated to every node (root only).
+    SetClusterSetting {
+        /// Setting name.
+        name: String,
+        /// New value; `None` restores the default.
+        value: Option<String>,
+    },
+    /// SHOW CLUSTER SETTING name.
+    ShowClusterSetting(String),
     /// DISCARD ALL: resets the session variables.
     Discard,
     /// A statement accepted and ignored, answered with this tag.
@@ -224,6 +234,10 @@ fn kind_of(t: &[Token]) -> Result<StmtKind, SqlError> {
         "SAVEPOINT" => StmtKind::Savepoint(ident_at(t, 1)?),
         "RELEASE" => StmtKind::Release(ident_at(t, if second == "SAVEPOINT" { 2 } else { 1 })?),
         "SET" => parse_set(&t[1..])?,
+        "RESET" if second == "CLUSTER" && t.get(2).is_some_and(|x| x.is("SETTING")) => StmtKind::SetClusterSetting {
+            name: var_name(&t[3..])?.0,
+            value: None,
+        },
         "RESET" => {
             if second == "ALL" {
                 StmtKind::Reset(None)
@@ -478,6 +492,25 @@ fn parse_set(t: &[Token]) -> Result<StmtKind, SqlError> {
     let Some(first) = t.first() else {
         return Err(SqlError::new("42601", "syntax error: SET what?"));
     };
+    if first.is("CLUSTER") && t.get(1).is_some_and(|x| x.is("SETTING")) {
+        let (name, used) = var_name(&t[2..])?;
+        let rest = &t[2 + used..];
+        let rest = match rest.first() {
+            Some(x) if x.is_op("=") || x.is("TO") => &rest[1..],
+            _ => {
+                return Err(SqlError::new(
+                    "42601",
+                    format!("syntax error: expected = or TO after SET CLUSTER SETTING {name}"),
+                ))
+            }
+        };
+        let value = if rest.len() == 1 && rest[0].kind == Kind::Str {
+            Some(rest[0].text.clone())
+        } else {
+            set_value(rest)?
+        };
+        return Ok(StmtKind::SetClusterSetting { name, value });
+    }
     if first.is("TRANSACTION") {
         return Ok(StmtKind::SetTransaction {
             read_only: t.windows(2).any(|w| w[0].is("READ") && w[1].is("ONLY")),
@@ -540,6 +573,7 @@ fn parse_show(t: &[Token]) -> Result<StmtKind, SqlError> {
     Ok(match words.as_slice() {
         ["ALL"] => StmtKind::Show(None),
         ["NODES"] => StmtKind::ShowNodes,
+        ["CLUSTER", "SETTING", ..] => StmtKind::ShowClusterSetting(var_name(&t[2..])?.0),
         ["TIME", "ZONE"] => StmtKind::Show(Some("timezone".into())),
         ["TRANSACTION", "ISOLATION", "LEVEL"] => StmtKind::Show(Some("transaction_isolation".into())),
         ["TRANSACTION", "STATUS"] => StmtKind::Show(Some("transaction_status".into())),

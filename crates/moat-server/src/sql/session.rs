@@ -936,6 +936,7 @@ impl Engine {
                         .collect(),
                 ))
             }
+            StmtKind::ShowClusterSetting(name) => return Ok(Some(vec![(name.clone(), Some(Type::TEXT))])),
             StmtKind::ShowNodes => return Ok(Some(node_columns().into_iter().map(|c| (c.name, Some(c.ty))).collect())),
             StmtKind::User(Ok(UserStatement::Show)) => {
                 return Ok(Some(vec![
@@ -1169,6 +1170,19 @@ impl Engine {
             }
             StmtKind::NoOp(tag) => Ok(Outcome::Done(Tag::new(tag))),
             StmtKind::ShowNodes => self.show_nodes(),
+            StmtKind::SetClusterSetting { name, value } => self.set_cluster_setting(name, value.as_deref()),
+            StmtKind::ShowClusterSetting(name) => {
+                check_setting_name(name)?;
+                let repl = self
+                    .repl
+                    .clone()
+                    .ok_or_else(|| SqlError::unsupported("cluster settings outside a node"))?;
+                if !self.in_transaction() {
+                    repl.read_barrier()?;
+                }
+                let v = repl.setting(name).unwrap_or_default();
+                Ok(show(name, vec![vec![Value::Text(v)]]))
+            }
             StmtKind::Sql { .. } => self.execute_sql(p, params, frozen),
         }
     }
@@ -1280,6 +1294,40 @@ impl Engine {
         })
     }
 
+    /// `SET CLUSTER SETTING` / `RESET CLUSTER SETTING` (root only,
+    /// validated here, replicated to every node).
+    fn set_cluster_setting(&mut self, name: &str, value: Option<&str>) -> Result<Outcome, SqlError> {
+        check_setting_name(name)?;
+        if self.user() != users::ROOT {
+            return Err(SqlError::new("42501", "only root may change cluster settings"));
+        }
+        if self.in_transaction() {
+            return Err(SqlError::new(
+                "25001",
+                "SET CLUSTER SETTING cannot run inside a transaction; run it on its own",
+            ));
+        }
+        if let Some(text) = value {
+            crate::hba::HbaConfig::parse(text).map_err(|e| {
+                SqlError::new("22023", format!("invalid value for {name}: {e}"))
+                    .hint("the value is an HBA configuration in pg_hba syntax, one rule per line")
+            })?;
+        }
+        let repl = self
+            .repl
+            .clone()
+            .ok_or_else(|| SqlError::unsupported("cluster settings outside a node"))?;
+        match repl.write(Command::SetSetting {
+            current_user: self.user().to_string(),
+            name: name.to_string(),
+            value: value.map(str::to_string),
+        })? {
+            CommandResult::Setting(Ok(tag)) => Ok(Outcome::Done(Tag::new(&tag))),
+            CommandResult::Setting(Err(e)) => Err(e.into()),
+            other => Err(SqlError::new("XX000", format!("unexpected replication result {other:?}"))),
+        }
+    }
+
     fn execute_sql(&mut self, p: &Prepared, params: &[Value], frozen: Option<Vec<Type>>) -> Result<Outcome, SqlError> {
         let StmtKind::Sql { verb, .. } = &p.stmt.kind else {
             return Err(SqlError::new("XX000", "internal error: not a SQL statement"));
@@ -1366,6 +1414,16 @@ impl Engine {
             rows,
             tag: tag.into(),
         })
+    }
+}
+
+/// The cluster settings moat has.
+fn check_setting_name(name: &str) -> Result<(), SqlError> {
+    if name == crate::hba::HBA_SETTING {
+        Ok(())
+    } else {
+        Err(SqlError::new("42704", format!("unknown cluster setting {name:?}"))
+            .hint(format!("moat has one cluster setting: {}", crate::hba::HBA_SETTING)))
     }
 }
 
