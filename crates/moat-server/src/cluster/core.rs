@@ -509,7 +509,11 @@ impl Core {
                     .await;
                 match r {
                     Ok(ForwardReply::Done { index, result }) => {
-                        self.wait_applied(index).await?;
+                        // Committed: say so even if this node is slow to apply
+                        // it (a later read waits for it through the read index).
+                        if let Err(e) = self.wait_applied(index).await {
+                            tracing::warn!("write at log index {index} committed, not applied here yet: {}", e.message);
+                        }
                         return Ok(result);
                     }
                     Ok(ForwardReply::NotLeader { leader }) => leader_hint = leader.filter(|l| *l != addr),

@@ -51,17 +51,36 @@ pub struct PeerInfo {
 pub struct RpcStream<S> {
     io: S,
     info: PeerInfo,
+    certs: Option<(Arc<CertStore>, u64)>,
 }
 
 impl<S> RpcStream<S> {
     /// Wraps an established connection and who is on the other end.
     pub fn new(io: S, info: PeerInfo) -> Self {
-        RpcStream { io, info }
+        RpcStream { io, info, certs: None }
+    }
+
+    /// Ends the connection when `store` reloads (its generation moves past
+    /// `generation`, the one the handshake used): the peer reconnects and
+    /// meets the new CAs and CRLs, so a revoked node loses its established
+    /// channels too, not only new handshakes.
+    pub fn until_reload(mut self, store: Arc<CertStore>, generation: u64) -> Self {
+        self.certs = Some((store, generation));
+        self
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for RpcStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if let Some((store, generation)) = &self.certs {
+            if store.snapshot().generation != *generation {
+                tracing::info!(peer = %self.info.addr, "closing an RPC connection: certificates were reloaded");
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "certificates reloaded: reconnect",
+                )));
+            }
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -234,7 +253,8 @@ where
 /// How a node reaches others: one channel per address, over mutual TLS.
 pub struct Peers {
     store: Arc<CertStore>,
-    channels: Mutex<HashMap<String, Channel>>,
+    /// Channels by address, for the certificate generation they were made with.
+    channels: Mutex<(u64, HashMap<String, Channel>)>,
 }
 
 impl Peers {
@@ -242,13 +262,21 @@ impl Peers {
     pub fn new(store: Arc<CertStore>) -> Self {
         Peers {
             store,
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new((0, HashMap::new())),
         }
     }
 
     /// A client for `addr` (`host:port`); connects on first use.
     pub fn client(&self, addr: &str) -> Result<NodeClient<Channel>, String> {
-        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.store.snapshot().generation;
+        let mut guard = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.0 != generation {
+            // Certificates reloaded: new connections, new handshakes (the old
+            // channels close when their last call ends).
+            guard.1.clear();
+            guard.0 = generation;
+        }
+        let map = &mut guard.1;
         let ch = match map.get(addr) {
             Some(c) => c.clone(),
             None => {

@@ -623,6 +623,12 @@ impl Engine {
     /// instead and replicates its writes as one log entry (all or nothing,
     /// refused with 40001 if a replica would see other results).
     fn commit_sqlite(&mut self) -> Result<(), SqlError> {
+        if self.repl.is_some() && self.txlog.is_empty() {
+            // Nothing was written; no SQLite transaction is open in a cluster.
+            self.rollback_sqlite();
+            self.clear_txlog();
+            return Ok(());
+        }
         let Some(repl) = self.repl.clone().filter(|_| !self.txlog.is_empty()) else {
             let r = self.batch("COMMIT");
             if r.is_err() {
@@ -681,15 +687,54 @@ impl Engine {
         }
         let ctx = *self.tx_ctx.get_or_insert_with(|| Context::fresh(repl.node_id()));
         let i = self.txlog.len() as u64;
-        lock(&self.denied).take();
-        let conn = self.conn()?;
-        let out = with_context(ctx.nth(i), || run_raw(conn, sql, params)).map_err(|e| self.sqlite_err(e))?;
+        let out = self.with_replayed(|eng| {
+            let conn = eng.conn()?;
+            with_context(ctx.nth(i), || run_raw(conn, sql, params)).map_err(|e| eng.sqlite_err(e))
+        })?;
         self.txlog.push(SqlStmt {
             sql: sql.to_string(),
             params: values,
             expect: Some(out.fingerprint()),
         });
         Ok(out)
+    }
+
+    /// In a cluster, a transaction keeps no SQLite transaction open between
+    /// statements (that would hold this node's write lock and stall the
+    /// replication log's apply): each statement runs inside a savepoint
+    /// after replaying the transaction's writes so far (each checked
+    /// against what the client saw: 40001 if the data changed under them),
+    /// and everything is rolled back afterwards. COMMIT replicates the
+    /// writes as one log entry.
+    fn with_replayed<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, SqlError>) -> Result<T, SqlError> {
+        lock(&self.denied).take();
+        self.batch("SAVEPOINT moat_speculation")?;
+        let log = self.txlog.clone();
+        let ctx = self.tx_ctx;
+        let r = (|| {
+            if let Some(ctx) = ctx {
+                for (i, s) in log.iter().enumerate() {
+                    let params: Vec<Value> = s.params.iter().cloned().map(Into::into).collect();
+                    let conn = self.conn()?;
+                    let out = with_context(ctx.nth(i as u64), || run_raw(conn, &s.sql, &params))
+                        .map_err(|e| self.sqlite_err(e))?;
+                    if Some(out.fingerprint()) != s.expect {
+                        return Err(crate::cluster::state_machine::restart_error());
+                    }
+                }
+            }
+            f(self)
+        })();
+        if let Some(c) = &self.conn {
+            if !c.is_autocommit() {
+                // Undo everything; if SQLite already rolled the transaction
+                // back on an error, the savepoint is gone and so is the work.
+                if c.execute_batch("ROLLBACK TO moat_speculation; RELEASE moat_speculation").is_err() {
+                    let _ = c.execute_batch("ROLLBACK");
+                }
+            }
+        }
+        r
     }
 
     /// Runs a simple-query string: its statements in order, stopping at the
@@ -708,9 +753,11 @@ impl Engine {
                 .iter()
                 .all(|s| s.as_ref().is_ok_and(|p| !p.stmt.kind.is_transaction_control()));
         if implicit {
-            if let Err(e) = self.batch("BEGIN") {
-                out.push((reply(Err(e)), None));
-                return out;
+            if self.repl.is_none() {
+                if let Err(e) = self.batch("BEGIN") {
+                    out.push((reply(Err(e)), None));
+                    return out;
+                }
             }
             self.implicit = true;
         }
@@ -1041,7 +1088,9 @@ impl Engine {
                     repl.read_barrier()?;
                 }
                 self.clear_txlog();
-                self.batch(&format!("BEGIN {mode}"))?;
+                if self.repl.is_none() {
+                    self.batch(&format!("BEGIN {mode}"))?;
+                }
                 if *read_only {
                     self.batch("PRAGMA query_only = 1")?;
                     self.read_only = true;
@@ -1093,14 +1142,23 @@ impl Engine {
                     StmtKind::Release(_) => (format!("RELEASE SAVEPOINT {}", quote_ident(name)), "RELEASE"),
                     _ => (format!("ROLLBACK TO SAVEPOINT {}", quote_ident(name)), "ROLLBACK"),
                 };
-                if self.conn()?.is_autocommit() {
-                    return Err(SqlError::new(
-                        "25P02",
-                        "the transaction was rolled back by the storage engine; send ROLLBACK",
-                    ));
-                }
-                self.batch(&sql)?;
                 let found = self.savepoints.iter().rposition(|(n, _)| n.eq_ignore_ascii_case(name));
+                if self.repl.is_some() {
+                    // A cluster transaction's writes live in its log (no
+                    // SQLite transaction stays open): a savepoint marks a
+                    // position in it.
+                    if found.is_none() && !matches!(kind, StmtKind::Savepoint(_)) {
+                        return Err(SqlError::new("3B001", format!("savepoint \"{name}\" does not exist")));
+                    }
+                } else {
+                    if self.conn()?.is_autocommit() {
+                        return Err(SqlError::new(
+                            "25P02",
+                            "the transaction was rolled back by the storage engine; send ROLLBACK",
+                        ));
+                    }
+                    self.batch(&sql)?;
+                }
                 match kind {
                     StmtKind::Savepoint(_) => self.savepoints.push((name.clone(), self.txlog.len())),
                     StmtKind::Release(_) => {
@@ -1341,6 +1399,13 @@ impl Engine {
             }
             if !self.in_transaction() {
                 repl.read_barrier()?;
+            } else if !self.txlog.is_empty() {
+                // Reads see the transaction's own writes.
+                let out = self.with_replayed(|eng| {
+                    let conn = eng.conn()?;
+                    run_raw(conn, &sql, params).map_err(|e| eng.sqlite_err(e))
+                })?;
+                return self.outcome(p, verb, out, frozen, param_types);
             }
         }
         lock(&self.denied).take();
