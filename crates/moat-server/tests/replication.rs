@@ -277,3 +277,114 @@ async fn users_and_hba_setting_reach_every_node() {
         .await;
     assert_eq!(show, "");
 }
+
+/// Three nodes, each with its own node certificate from one CA; node 3's is
+/// revoked and the CRL installed on nodes 1 and 2 (hot reload, no restart):
+/// node 3 loses its established connections and cannot handshake again, so
+/// it drops out of the live nodes, and the other two stay writable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_node_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("ca.key");
+    let dirs: Vec<PathBuf> = (0..3).map(|i| tmp.path().join(format!("certs{i}"))).collect();
+    ops::create_ca(&CreateOptions::new(&dirs[0], &key), Profile::Ca, false).unwrap();
+    for d in &dirs[1..] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::copy(dirs[0].join("ca.crt"), d.join("ca.crt")).unwrap();
+    }
+    for d in &dirs {
+        let o = CreateOptions::new(d, &key);
+        ops::create_node(&o, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        ops::create_client(&o, "root", false).unwrap();
+    }
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let join: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut nodes = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let mut cfg = NodeConfig::new(
+            &dirs[i],
+            tmp.path().join(format!("store{i}")),
+            format!("127.0.0.1:{p}").parse().unwrap(),
+        );
+        cfg.single_node = false;
+        cfg.join = join.clone();
+        nodes.push(node::start(cfg).await.unwrap());
+    }
+    nodes[0].cluster.core().handle_init().await;
+    let live = |nodes: &Vec<RunningNode>| -> Vec<u64> {
+        nodes[0]
+            .cluster
+            .core()
+            .nodes()
+            .into_iter()
+            .filter(|n| n.live)
+            .map(|n| n.id)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live(&nodes).len() != 3 || !(1..=3).all(|id| nodes[0].cluster.core().is_voter(id)) {
+        assert!(Instant::now() < deadline, "no 3-node cluster");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let third = nodes[2].cluster.core().node_id();
+
+    let revoked = ops::revoke(&ops::RevokeOptions::new(
+        &dirs[0],
+        &key,
+        ops::RevokeTarget::Cert(dirs[2].join("node.crt")),
+    ));
+    assert!(revoked.is_ok(), "{revoked:?}");
+    std::fs::copy(dirs[0].join("ca.crl"), dirs[1].join("ca.crl")).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let l = live(&nodes);
+        if !l.contains(&third) && l.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {third} is still live after its revocation: {l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Still writable with two nodes; the write reaches node 2, not node 3.
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let psql = |node: usize, sql: &str| {
+        let conninfo = format!(
+            "host=localhost port={} user=root dbname=defaultdb sslmode=verify-full sslrootcert={} sslcert={} sslkey={} connect_timeout=10",
+            ports[node],
+            dirs[node].join("ca.crt").display(),
+            dirs[node].join("client.root.crt").display(),
+            dirs[node].join("client.root.key").display()
+        );
+        let mut cmd = tokio::process::Command::new("psql");
+        cmd.arg(conninfo)
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home);
+        async move {
+            tokio::time::timeout(Duration::from_secs(60), cmd.output())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let out = psql(0, "CREATE TABLE after_revocation (x INTEGER)").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = psql(1, "SELECT count(*) FROM after_revocation").await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    // Node 3 cannot even reach the leader for a read barrier.
+    let before = nodes[2]
+        .cluster
+        .core()
+        .state_machine()
+        .applied_index()
+        .borrow()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = *nodes[2].cluster.core().state_machine().applied_index().borrow();
+    assert_eq!(before, after, "node 3 keeps applying entries after its revocation");
+}
