@@ -44,12 +44,7 @@ async fn batch(client: &mut NodeClient<Channel>, payload: &[u8], n: usize) -> (D
     let cpu = process_cpu();
     let started = Instant::now();
     for _ in 0..n {
-        let r = client
-            .ping(Json {
-                data: payload.to_vec(),
-            })
-            .await
-            .expect("ping");
+        let r = client.ping(Json { data: payload.to_vec() }).await.expect("ping");
         assert_eq!(r.get_ref().data.len(), payload.len());
     }
     (started.elapsed(), process_cpu() - cpu)

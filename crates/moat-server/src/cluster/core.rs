@@ -512,7 +512,10 @@ impl Core {
                         // Committed: say so even if this node is slow to apply
                         // it (a later read waits for it through the read index).
                         if let Err(e) = self.wait_applied(index).await {
-                            tracing::warn!("write at log index {index} committed, not applied here yet: {}", e.message);
+                            tracing::warn!(
+                                "write at log index {index} committed, not applied here yet: {}",
+                                e.message
+                            );
                         }
                         return Ok(result);
                     }
@@ -725,7 +728,7 @@ async fn promote(raft: Raft, id: NodeId) {
             .flatten()
             .map(|l| l.index);
         let last = m.last_log_index.unwrap_or(0);
-        if !matched.is_some_and(|i| i + 100 >= last) {
+        if matched.is_none_or(|i| i + 100 < last) {
             continue;
         }
         match raft

@@ -2,6 +2,9 @@
 //! directory (SQLite, WAL, every commit fsynced before Raft is told the
 //! entries are durable).
 
+// openraft's StorageError/RPCError are large; they are its types, not ours.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;

@@ -1,5 +1,8 @@
 //! openraft's network: Raft messages as RPCs over the node-to-node channels.
 
+// openraft's StorageError/RPCError are large; they are its types, not ours.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -148,12 +148,10 @@ fn check<T>(req: &Request<T>, need: Need) -> Result<PeerInfo, Status> {
         .get::<PeerInfo>()
         .cloned()
         .ok_or_else(|| Status::unauthenticated("no peer identity"))?;
-    let ok = match (need, info.principal) {
-        (Need::Any, _) => true,
-        (Need::Node, Some("node")) => true,
-        (Need::Admin, Some("node" | "root")) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (need, info.principal),
+        (Need::Any, _) | (Need::Node, Some("node")) | (Need::Admin, Some("node" | "root"))
+    );
     if !ok {
         tracing::warn!(peer = %info.addr, principal = ?info.principal, "RPC refused: the certificate does not name the node principal");
         metrics::counter!("rpc.refused", "reason" => "principal").increment(1);

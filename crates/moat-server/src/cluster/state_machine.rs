@@ -8,6 +8,9 @@
 //! outcome on every replica. A snapshot is a copy of the database file made
 //! with SQLite's backup API; installing one restores it in place.
 
+// openraft's StorageError/RPCError are large; they are its types, not ours.
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -291,7 +294,9 @@ impl Inner {
                          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                         params![key, v],
                     )?,
-                    None => self.conn.execute("DELETE FROM moat_cluster WHERE key = ?1", params![key])?,
+                    None => self
+                        .conn
+                        .execute("DELETE FROM moat_cluster WHERE key = ?1", params![key])?,
                 };
                 self.settings_changed = true;
                 Ok(CommandResult::Setting(Ok("SET CLUSTER SETTING".into())))
