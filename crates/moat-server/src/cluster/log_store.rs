@@ -197,8 +197,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
-        self.blocking(move |s| s.set_meta("committed", &committed).map_err(write_err))
-            .await
+        // A hint for restarts, not a promise: without an fsync, a crash
+        // leaves an older committed id, which is always safe (never a newer
+        // one). Saves an fsync per commit.
+        self.blocking(move |s| {
+            let c = lock(&s.conn);
+            let _ = c.pragma_update(None, "synchronous", "NORMAL");
+            drop(c);
+            let r = s.set_meta("committed", &committed).map_err(write_err);
+            let _ = lock(&s.conn).pragma_update(None, "synchronous", "FULL");
+            r
+        })
+        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<NodeId>> {

@@ -134,6 +134,13 @@ impl StateMachine {
         conn.busy_timeout(std::time::Duration::from_secs(1))
             .map_err(|e| e.to_string())?;
         ensure_schema(&conn).map_err(|e| e.to_string())?;
+        // The Raft log is the durable record (fsynced before a write is
+        // acknowledged); the state machine can be rebuilt from it after a
+        // crash (the applied index commits atomically with the data), so its
+        // commits need no fsync of their own. It is made durable before a
+        // snapshot lets the log be purged (see `build_snapshot`).
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| e.to_string())?;
         let user = Arc::new(Mutex::new(String::new()));
         let denied = Arc::new(Mutex::new(None));
         crate::sql::session::register_functions(
@@ -344,6 +351,24 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         self.blocking(|sm| {
             let g = lock(&sm.inner);
+            // Make every applied entry durable first: openraft purges the log
+            // up to this snapshot afterwards. A commit with synchronous=FULL
+            // fsyncs the WAL, and with it every earlier transaction.
+            let durable = g
+                .conn
+                .pragma_update(None, "synchronous", "FULL")
+                .and_then(|_| retry_busy(|| g.conn.execute_batch("BEGIN IMMEDIATE")))
+                .and_then(|_| write_state(&g.conn, &g.applied, &g.membership))
+                .and_then(|_| g.conn.execute_batch("COMMIT"));
+            let _ = g.conn.pragma_update(None, "synchronous", "NORMAL");
+            if let Err(e) = durable {
+                if !g.conn.is_autocommit() {
+                    let _ = g.conn.execute_batch("ROLLBACK");
+                }
+                return Err(snap_err(format!(
+                    "cannot make the state durable before a snapshot: {e}"
+                )));
+            }
             let tmp = sm.store_dir.join(format!("{SNAPSHOT_FILE}.tmp"));
             let _ = std::fs::remove_file(&tmp);
             g.conn.backup("main", &tmp, None).map_err(snap_err)?;
@@ -471,7 +496,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             } else {
                 meta.last_membership.clone()
             };
-            write_state(&g.conn, &g.applied, &g.membership).map_err(snap_err)?;
+            // Durable before openraft purges the log up to the snapshot.
+            let _ = g.conn.pragma_update(None, "synchronous", "FULL");
+            let written = write_state(&g.conn, &g.applied, &g.membership);
+            let _ = g.conn.pragma_update(None, "synchronous", "NORMAL");
+            written.map_err(snap_err)?;
             let idx = g.applied.map(|l| l.index).unwrap_or(0);
             drop(g);
             save_current(&sm.store_dir, &incoming, &meta)?;
