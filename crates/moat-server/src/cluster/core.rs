@@ -69,6 +69,10 @@ pub struct NodeInfo {
 pub struct JoinRequest {
     /// The joining node's RPC address.
     pub addr: String,
+    /// `None`: allocate an id; `Some`: this node runs Raft with that id,
+    /// add it.
+    #[serde(default)]
+    pub node_id: Option<NodeId>,
 }
 
 /// The answer to a join request.
@@ -207,6 +211,10 @@ impl Core {
         if let Some(id) = self.log.node_id()? {
             self.start_raft(id).await?;
             tracing::info!(node_id = id, "node restarted with its Raft state");
+            if !self.cfg.join.is_empty() && id != 1 {
+                let me = self.clone();
+                tokio::spawn(async move { me.announce_if_missing(id).await });
+            }
         } else if self.cfg.single_node {
             match self.handle_init().await {
                 InitReply::Initialized { cluster_id } => {
@@ -263,7 +271,7 @@ impl Core {
             install_snapshot_timeout: 20_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.cfg.snapshot_logs),
             max_in_snapshot_log_to_keep: self.cfg.snapshot_logs.min(1000),
-            purge_batch_size: 256,
+            purge_batch_size: (self.cfg.snapshot_logs / 2).clamp(1, 256),
             ..Default::default()
         }
         .validate()
@@ -354,68 +362,63 @@ impl Core {
                 leader: self.leader_addr(),
             };
         }
-        let id = match raft.client_write(Command::AllocNodeId { addr: req.addr.clone() }).await {
-            Ok(r) => match r.data {
-                CommandResult::NodeId(id) => id,
-                other => return JoinReply::Refused(format!("unexpected allocation result {other:?}")),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                return JoinReply::NotLeader {
-                    leader: self.leader_addr(),
+        let cluster_id = self.sm.cluster_value("cluster_id").unwrap_or_default();
+        if let Some(id) = req.node_id {
+            let known = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .is_some();
+            if !known {
+                if let Err(e) = raft.add_learner(id, BasicNode::new(&req.addr), false).await {
+                    return JoinReply::Refused(format!("cannot add node {id}: {e}"));
                 }
+                tracing::info!(node_id = id, addr = %req.addr, %peer, "node joining");
             }
-            Err(e) => return JoinReply::Refused(format!("cannot allocate a node id: {e}")),
-        };
-        if let Err(e) = raft.add_learner(id, BasicNode::new(&req.addr), false).await {
-            return JoinReply::Refused(format!("cannot add node {id}: {e}"));
+            let raft = raft.clone();
+            tokio::spawn(async move { promote(raft, id).await });
+            return JoinReply::Joined {
+                node_id: id,
+                cluster_id,
+            };
         }
-        tracing::info!(node_id = id, addr = %req.addr, %peer, "node joining");
-        let raft = raft.clone();
-        tokio::spawn(async move { promote(raft, id).await });
-        JoinReply::Joined {
-            node_id: id,
-            cluster_id: self.sm.cluster_value("cluster_id").unwrap_or_default(),
+        match raft.client_write(Command::AllocNodeId { addr: req.addr.clone() }).await {
+            Ok(r) => match r.data {
+                CommandResult::NodeId(id) => JoinReply::Joined {
+                    node_id: id,
+                    cluster_id,
+                },
+                other => JoinReply::Refused(format!("unexpected allocation result {other:?}")),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => JoinReply::NotLeader {
+                leader: self.leader_addr(),
+            },
+            Err(e) => JoinReply::Refused(format!("cannot allocate a node id: {e}")),
         }
     }
 
-    async fn join_loop(self: Arc<Self>) {
+    /// Sends `req` to the join targets (and to the leader they name) until
+    /// one answers `Joined`; `stop` ends the loop early.
+    async fn ask_to_join(&self, req: JoinRequest, stop: impl Fn() -> bool) -> Option<(NodeId, String, String)> {
         let mut attempt = 0u64;
         let mut targets: Vec<String> = self.cfg.join.clone();
         loop {
-            if self.raft.get().is_some() {
-                return;
+            if stop() {
+                return None;
             }
             attempt += 1;
             let mut next_targets = self.cfg.join.clone();
             for addr in targets.iter().filter(|a| **a != self.cfg.advertise_addr) {
-                let body = to_json(&JoinRequest {
-                    addr: self.cfg.advertise_addr.clone(),
-                });
+                let body = to_json(&req);
                 let r: Result<JoinReply, String> =
                     rpc::call(&self.peers, addr, Duration::from_secs(5), async move |mut c| {
                         c.join(body).await
                     })
                     .await;
                 match r {
-                    Ok(JoinReply::Joined { node_id, cluster_id }) => {
-                        let _g = self.init_lock.lock().await;
-                        if self.raft.get().is_some() {
-                            return;
-                        }
-                        let saved = self
-                            .log
-                            .set_cluster_id(&cluster_id)
-                            .and_then(|_| self.log.set_node_id(node_id));
-                        if let Err(e) = saved {
-                            tracing::error!("cannot record the node id {node_id}: {e}");
-                            return;
-                        }
-                        match self.start_raft(node_id).await {
-                            Ok(()) => tracing::info!(node_id, via = %addr, %cluster_id, "joined the cluster"),
-                            Err(e) => tracing::error!("joined as node {node_id} but cannot start Raft: {e}"),
-                        }
-                        return;
-                    }
+                    Ok(JoinReply::Joined { node_id, cluster_id }) => return Some((node_id, cluster_id, addr.clone())),
                     Ok(JoinReply::NotLeader { leader: Some(l) }) => next_targets.insert(0, l),
                     Ok(JoinReply::NotLeader { leader: None }) => {}
                     Ok(JoinReply::Refused(why)) => {
@@ -433,6 +436,71 @@ impl Core {
             next_targets.dedup();
             targets = next_targets;
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Joining, first phase: get an id from the leader, record it, start
+    /// Raft; second phase: [`Core::announce`].
+    async fn join_loop(self: Arc<Self>) {
+        let req = JoinRequest {
+            addr: self.cfg.advertise_addr.clone(),
+            node_id: None,
+        };
+        let Some((node_id, cluster_id, via)) = self.ask_to_join(req, || self.raft.get().is_some()).await else {
+            return;
+        };
+        {
+            let _g = self.init_lock.lock().await;
+            if self.raft.get().is_some() {
+                return;
+            }
+            let saved = self
+                .log
+                .set_cluster_id(&cluster_id)
+                .and_then(|_| self.log.set_node_id(node_id));
+            if let Err(e) = saved {
+                tracing::error!("cannot record the node id {node_id}: {e}");
+                return;
+            }
+            if let Err(e) = self.start_raft(node_id).await {
+                tracing::error!("got node id {node_id} but cannot start Raft: {e}");
+                return;
+            }
+        }
+        tracing::info!(node_id, via = %via, %cluster_id, "got a node id; joining");
+        self.announce(node_id).await;
+    }
+
+    /// Joining, second phase: Raft runs here, so the leader may add this
+    /// node (as a learner, promoted to voter once caught up).
+    async fn announce(&self, node_id: NodeId) {
+        let req = JoinRequest {
+            addr: self.cfg.advertise_addr.clone(),
+            node_id: Some(node_id),
+        };
+        if self.ask_to_join(req, || false).await.is_some() {
+            tracing::info!(node_id, "joined the cluster");
+        }
+    }
+
+    /// After a restart: a node that got its id but crashed before the leader
+    /// added it announces itself again.
+    async fn announce_if_missing(self: Arc<Self>, node_id: NodeId) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let member = self
+            .raft
+            .get()
+            .map(|r| {
+                r.metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .get_node(&node_id)
+                    .is_some()
+            })
+            .unwrap_or(true);
+        if !member {
+            self.announce(node_id).await;
         }
     }
 
@@ -714,6 +782,9 @@ impl Core {
 
 /// Promotes a learner to voter once it has caught up with the leader.
 async fn promote(raft: Raft, id: NodeId) {
+    // One membership change at a time (openraft refuses overlapping ones).
+    static PROMOTIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = PROMOTIONS.lock().await;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,14 +1,20 @@
 //! The Raft log, vote and node id of a node: `raft.db` in the store
-//! directory (SQLite, WAL, every commit fsynced before Raft is told the
+//! directory (SQLite, WAL, every append fsynced before Raft is told the
 //! entries are durable).
+//!
+//! One thread owns the database and runs every operation in order. Appends
+//! return at once and are group-committed: the thread writes every append
+//! waiting in its queue in one transaction, with one fsync, then reports
+//! each as flushed (openraft's `LogFlushed` callback), so concurrent writes
+//! share fsyncs instead of queueing behind each other's.
 
-// openraft's StorageError/RPCError are large; they are its types, not ours.
+// openraft's StorageError is large; it is its type, not ours.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -20,14 +26,17 @@ use super::types::{LogId, NodeId, TypeConfig};
 /// File name of the log inside the store directory.
 pub const LOG_FILE: &str = "raft.db";
 
-/// The log store; clones share one connection.
-#[derive(Clone)]
-pub struct LogStore {
-    conn: Arc<Mutex<Connection>>,
+type Job = Box<dyn FnOnce(&Connection) + Send>;
+
+enum Op {
+    Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
+    Run(Job),
 }
 
-fn lock(c: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    c.lock().unwrap_or_else(|p| p.into_inner())
+/// The log store; clones share the log thread.
+#[derive(Clone)]
+pub struct LogStore {
+    ops: mpsc::Sender<Op>,
 }
 
 fn read_err(e: impl ToString) -> StorageError<NodeId> {
@@ -38,8 +47,102 @@ fn write_err(e: impl ToString) -> StorageError<NodeId> {
     StorageIOError::write_logs(AnyError::error(e)).into()
 }
 
+fn get_meta<T: serde::de::DeserializeOwned>(c: &Connection, key: &str) -> Result<Option<T>, String> {
+    let v: Option<String> = c
+        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+        .optional()
+        .map_err(|e| e.to_string())?;
+    v.map(|v| serde_json::from_str(&v).map_err(|e| format!("{key}: {e}")))
+        .transpose()
+}
+
+fn set_meta<T: serde::Serialize>(c: &Connection, key: &str, value: &T) -> Result<(), String> {
+    let v = serde_json::to_string(value).map_err(|e| e.to_string())?;
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, v],
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+fn entries(c: &Connection, start: u64, end: Option<u64>) -> Result<Vec<Entry<TypeConfig>>, String> {
+    let mut st = c
+        .prepare_cached("SELECT entry FROM log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")
+        .map_err(|e| e.to_string())?;
+    let end = end.map(|e| e.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
+    let rows = st
+        .query_map(params![start.min(i64::MAX as u64) as i64, end], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for r in rows {
+        let bytes = r.map_err(|e| e.to_string())?;
+        out.push(serde_json::from_slice(&bytes).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// Writes queued appends in one transaction (one fsync) and reports each.
+fn write_appends(c: &mut Connection, batch: Vec<(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>)>) {
+    let r: rusqlite::Result<()> = (|| {
+        let tx = c.transaction()?;
+        {
+            let mut st = tx.prepare_cached("INSERT OR REPLACE INTO log (idx, entry) VALUES (?1, ?2)")?;
+            for (rows, _) in &batch {
+                for (idx, bytes) in rows {
+                    st.execute(params![*idx as i64, bytes])?;
+                }
+            }
+        }
+        // synchronous=FULL: durable when commit returns.
+        tx.commit()
+    })();
+    metrics::histogram!("raft.log.appends_per_fsync").record(batch.len() as f64);
+    for (_, cb) in batch {
+        match &r {
+            Ok(()) => cb.log_io_completed(Ok(())),
+            Err(e) => cb.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+    }
+    if let Err(e) = r {
+        tracing::error!("cannot write the Raft log: {e}");
+    }
+}
+
+fn run_thread(mut conn: Connection, ops: mpsc::Receiver<Op>) {
+    let mut next: Option<Op> = None;
+    loop {
+        let op = match next.take() {
+            Some(op) => op,
+            None => match ops.recv() {
+                Ok(op) => op,
+                Err(_) => return,
+            },
+        };
+        match op {
+            Op::Run(job) => job(&conn),
+            Op::Append(rows, cb) => {
+                let mut batch = vec![(rows, cb)];
+                loop {
+                    match ops.try_recv() {
+                        Ok(Op::Append(rows, cb)) => batch.push((rows, cb)),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                write_appends(&mut conn, batch);
+            }
+        }
+    }
+}
+
 impl LogStore {
-    /// Opens (creating) `raft.db` in `store_dir`.
+    /// Opens (creating) `raft.db` in `store_dir` and starts its thread.
     pub fn open(store_dir: &Path) -> rusqlite::Result<LogStore> {
         let conn = Connection::open(store_dir.join(LOG_FILE))?;
         conn.busy_timeout(Duration::from_secs(30))?;
@@ -49,85 +152,58 @@ impl LogStore {
             "CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )?;
-        Ok(LogStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("moat-raft-log".into())
+            .spawn(move || run_thread(conn, rx))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(LogStore { ops: tx })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, String> {
-        let c = lock(&self.conn);
-        let v: Option<String> = c
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
-            .optional()
-            .map_err(|e| e.to_string())?;
-        v.map(|v| serde_json::from_str(&v).map_err(|e| format!("{key}: {e}")))
-            .transpose()
+    /// Runs `f` on the log thread and waits for it (from synchronous code).
+    fn run_sync<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> T + Send + 'static) -> Result<T, String> {
+        let (tx, rx) = mpsc::channel();
+        self.ops
+            .send(Op::Run(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            })))
+            .map_err(|_| "the Raft log thread has stopped".to_string())?;
+        rx.recv().map_err(|_| "the Raft log thread has stopped".to_string())
     }
 
-    fn set_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), String> {
-        let v = serde_json::to_string(value).map_err(|e| e.to_string())?;
-        lock(&self.conn)
-            .execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![key, v],
-            )
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    /// Runs `f` on the log thread and awaits it.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StorageError<NodeId>> + Send + 'static,
+    ) -> Result<T, StorageError<NodeId>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ops
+            .send(Op::Run(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            })))
+            .map_err(|_| write_err("the Raft log thread has stopped"))?;
+        rx.await.map_err(|_| write_err("the Raft log thread has stopped"))?
     }
 
     /// This node's id, once it has one.
     pub fn node_id(&self) -> Result<Option<NodeId>, String> {
-        self.get_meta("node_id")
+        self.run_sync(|c| get_meta(c, "node_id"))?
     }
 
     /// Records this node's id (durably, before the node uses it).
     pub fn set_node_id(&self, id: NodeId) -> Result<(), String> {
-        self.set_meta("node_id", &id)
+        self.run_sync(move |c| set_meta(c, "node_id", &id))?
     }
 
     /// The id of the cluster this node belongs to.
     pub fn cluster_id(&self) -> Result<Option<String>, String> {
-        self.get_meta("cluster_id")
+        self.run_sync(|c| get_meta(c, "cluster_id"))?
     }
 
     /// Records the cluster id.
     pub fn set_cluster_id(&self, id: &str) -> Result<(), String> {
-        self.set_meta("cluster_id", &id)
-    }
-
-    fn last_purged(&self) -> Result<Option<LogId>, String> {
-        self.get_meta("last_purged")
-    }
-
-    fn entries(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry<TypeConfig>>, String> {
-        let c = lock(&self.conn);
-        let mut st = c
-            .prepare_cached("SELECT entry FROM log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")
-            .map_err(|e| e.to_string())?;
-        let end = end.map(|e| e.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
-        let rows = st
-            .query_map(params![start.min(i64::MAX as u64) as i64, end], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })
-            .map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        for r in rows {
-            let bytes = r.map_err(|e| e.to_string())?;
-            out.push(serde_json::from_slice(&bytes).map_err(|e| e.to_string())?);
-        }
-        Ok(out)
-    }
-
-    fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&LogStore) -> Result<T, StorageError<NodeId>> + Send + 'static,
-    ) -> impl std::future::Future<Output = Result<T, StorageError<NodeId>>> {
-        let me = self.clone();
-        async move {
-            tokio::task::spawn_blocking(move || f(&me))
-                .await
-                .map_err(|e| write_err(format!("log thread failed: {e}")))?
-        }
+        let id = id.to_string();
+        self.run_sync(move |c| set_meta(c, "cluster_id", &id))?
     }
 }
 
@@ -146,7 +222,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => Some(*e),
             Bound::Unbounded => None,
         };
-        self.blocking(move |s| s.entries(start, end).map_err(read_err)).await
+        self.run(move |c| entries(c, start, end).map_err(read_err)).await
     }
 }
 
@@ -154,9 +230,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        self.blocking(|s| {
-            let last_purged = s.last_purged().map_err(read_err)?;
-            let last: Option<Vec<u8>> = lock(&s.conn)
+        self.run(|c| {
+            let last_purged: Option<LogId> = get_meta(c, "last_purged").map_err(read_err)?;
+            let last: Option<Vec<u8>> = c
                 .query_row("SELECT entry FROM log ORDER BY idx DESC LIMIT 1", [], |r| r.get(0))
                 .optional()
                 .map_err(read_err)?;
@@ -181,38 +257,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let vote = *vote;
-        self.blocking(move |s| {
-            s.set_meta("vote", &vote)
-                .map_err(|e| StorageIOError::write_vote(AnyError::error(e)).into())
-        })
-        .await
+        self.run(move |c| set_meta(c, "vote", &vote).map_err(|e| StorageIOError::write_vote(AnyError::error(e)).into()))
+            .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.blocking(|s| {
-            s.get_meta("vote")
-                .map_err(|e| StorageIOError::read_vote(AnyError::error(e)).into())
-        })
-        .await
+        self.run(|c| get_meta(c, "vote").map_err(|e| StorageIOError::read_vote(AnyError::error(e)).into()))
+            .await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
         // A hint for restarts, not a promise: without an fsync, a crash
         // leaves an older committed id, which is always safe (never a newer
         // one). Saves an fsync per commit.
-        self.blocking(move |s| {
-            let c = lock(&s.conn);
+        self.run(move |c| {
             let _ = c.pragma_update(None, "synchronous", "NORMAL");
-            drop(c);
-            let r = s.set_meta("committed", &committed).map_err(write_err);
-            let _ = lock(&s.conn).pragma_update(None, "synchronous", "FULL");
+            let r = set_meta(c, "committed", &committed).map_err(write_err);
+            let _ = c.pragma_update(None, "synchronous", "FULL");
             r
         })
         .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<NodeId>> {
-        self.blocking(|s| Ok(s.get_meta::<Option<LogId>>("committed").map_err(read_err)?.flatten()))
+        self.run(|c| Ok(get_meta::<Option<LogId>>(c, "committed").map_err(read_err)?.flatten()))
             .await
     }
 
@@ -225,33 +293,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for e in entries {
             rows.push((e.log_id.index, serde_json::to_vec(&e).map_err(write_err)?));
         }
-        let r = self
-            .blocking(move |s| {
-                let mut c = lock(&s.conn);
-                let tx = c.transaction().map_err(write_err)?;
-                {
-                    let mut st = tx
-                        .prepare_cached("INSERT OR REPLACE INTO log (idx, entry) VALUES (?1, ?2)")
-                        .map_err(write_err)?;
-                    for (idx, bytes) in &rows {
-                        st.execute(params![*idx as i64, bytes]).map_err(write_err)?;
-                    }
-                }
-                // synchronous=FULL: durable when commit returns.
-                tx.commit().map_err(write_err)
-            })
-            .await;
-        match &r {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
-        }
-        r
+        // Queued: the log thread writes it (with whatever else is queued)
+        // and calls back once it is on disk.
+        self.ops
+            .send(Op::Append(rows, callback))
+            .map_err(|_| write_err("the Raft log thread has stopped"))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
-        self.blocking(move |s| {
-            lock(&s.conn)
-                .execute("DELETE FROM log WHERE idx >= ?1", params![log_id.index as i64])
+        self.run(move |c| {
+            c.execute("DELETE FROM log WHERE idx >= ?1", params![log_id.index as i64])
                 .map(|_| ())
                 .map_err(write_err)
         })
@@ -259,10 +310,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
-        self.blocking(move |s| {
-            s.set_meta("last_purged", &log_id).map_err(write_err)?;
-            lock(&s.conn)
-                .execute("DELETE FROM log WHERE idx <= ?1", params![log_id.index as i64])
+        self.run(move |c| {
+            set_meta(c, "last_purged", &log_id).map_err(write_err)?;
+            c.execute("DELETE FROM log WHERE idx <= ?1", params![log_id.index as i64])
                 .map(|_| ())
                 .map_err(write_err)
         })

@@ -220,12 +220,16 @@ pub(crate) fn run_raw(conn: &Connection, sql: &str, params: &[Value]) -> rusqlit
     }
     let ncols = st.column_count();
     if ncols == 0 {
+        // sqlite3_changes() keeps the count of the last INSERT/UPDATE/DELETE:
+        // a statement that changed no rows (DDL) must report 0, not that.
+        let before = conn.total_changes();
         let n = st.raw_execute()?;
+        let changes = if conn.total_changes() == before { 0 } else { n as u64 };
         return Ok(RawOut {
             names: Vec::new(),
             decls: Vec::new(),
             rows: None,
-            changes: n as u64,
+            changes,
         });
     }
     let names: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
