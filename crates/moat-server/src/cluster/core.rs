@@ -717,6 +717,7 @@ impl Core {
         let summary = |info: &NodeInfo, live: bool, leader: bool| NodeSummary {
             id: info.id,
             address: info.addr.clone(),
+            sql_address: Some(info.sql_addr.clone()),
             http_address: info.http_addr.clone(),
             live,
             is_leader: leader,
@@ -741,6 +742,7 @@ impl Core {
                 None => out.push(NodeSummary {
                     id: *id,
                     address: node.addr.clone(),
+                    sql_address: None,
                     http_address: None,
                     live: false,
                     is_leader: leader,

@@ -87,8 +87,10 @@ pub trait ClusterView: Send + Sync {
 pub struct NodeSummary {
     /// Node id.
     pub id: u64,
-    /// Its SQL/RPC address.
+    /// Its RPC address (also its SQL address unless split with `--sql-addr`).
     pub address: String,
+    /// Its SQL address, when known.
+    pub sql_address: Option<String>,
     /// Its console address (`host:port`), when known: the certificates page
     /// of another node is served by that node's console.
     pub http_address: Option<String>,

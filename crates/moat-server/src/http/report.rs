@@ -331,6 +331,7 @@ pub fn this_node(ctx: &HttpContext, http_addr: Option<String>) -> NodeSummary {
     NodeSummary {
         id: ctx.node_id,
         address: ctx.sql_addr.to_string(),
+        sql_address: Some(ctx.sql_addr.to_string()),
         http_address: http_addr,
         live: true,
         is_leader: false,

@@ -1340,6 +1340,7 @@ impl Engine {
                 vec![
                     Value::Integer(n.id as i64),
                     Value::Text(n.address),
+                    n.sql_address.map(Value::Text).unwrap_or(Value::Null),
                     n.http_address.map(Value::Text).unwrap_or(Value::Null),
                     Value::Integer(n.live as i64),
                     Value::Integer(n.is_leader as i64),
@@ -1500,6 +1501,7 @@ fn node_columns() -> Vec<Column> {
     [
         ("id", Type::INT8),
         ("address", Type::TEXT),
+        ("sql_address", Type::TEXT),
         ("http_address", Type::TEXT),
         ("is_live", Type::BOOL),
         ("is_leader", Type::BOOL),
