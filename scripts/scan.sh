@@ -3,11 +3,14 @@
 # loopback only, and prints a summary. For each node key type (ECDSA P-256,
 # RSA 2048) it makes a fresh certs directory in a temporary folder, starts
 # `moat start-single-node --listen-addr 127.0.0.1:0`, scans the SQL port
-# (PostgreSQL SSLRequest and direct TLS; the HTTPS console too once
-# `--http-addr` exists), stops the node and removes the folder.
+# (PostgreSQL SSLRequest and direct TLS), the HTTPS console, and the RPC role
+# of the shared port (a ClientHello offering ALPN h2: TLS 1.3 and a node
+# client certificate required, so the scanners are refused; probed with
+# `openssl s_client -alpn h2` and the node's own certificates), stops the
+# node and removes the folder.
 #
-#   scripts/scan.sh            sslscan + testssl.sh (about 6 minutes)
-#   scripts/scan.sh --quick    sslscan only (under a minute)
+#   scripts/scan.sh            sslscan + testssl.sh (about 12 minutes)
+#   scripts/scan.sh --quick    sslscan and the RPC probes only (about a minute)
 #   scripts/scan.sh --keep     keep the temporary folder with every report
 #
 # Environment: MOAT_BIN (a moat binary; default: build it), TESTSSL_OPENSSL
@@ -24,7 +27,7 @@ for a in "$@"; do
   case "$a" in
     --quick) quick=1 ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -50,6 +53,10 @@ else
 fi
 
 tmp=$(mktemp -d -t moat-scan.XXXXXX)
+# A private copy: a concurrent cargo build must not replace the binary
+# between the two nodes, and the node's process name is not "moat".
+cp "$moat" "$tmp/moat-scan-node"
+moat="$tmp/moat-scan-node"
 pids=()
 cleanup() {
   local p
@@ -219,6 +226,57 @@ run_testssl() { # LABEL OUTFILE CAFILE ARGS...
     --jsonfile "$out.json" "$@" >"$out.txt" 2>&1 || true
 }
 
+# rpc_probe OUT ARGS...: one `openssl s_client -alpn h2` handshake on the
+# shared port (direct TLS), kept open 0.5 s to read a post-handshake alert
+# (TLS 1.3 refuses a client certificate after the client's Finished); prints
+# "<protocol>/<cipher> alert=<number or none>".
+rpc_probe() {
+  local out=$1 proto cipher alert
+  shift
+  (sleep 0.5) | timeout 10 openssl s_client -connect "127.0.0.1:$SQL_PORT" -servername localhost \
+    -CAfile "$dir/certs/ca.crt" -alpn h2 "$@" >"$out" 2>&1 || true
+  proto=$(sed -n 's/^New, \([^,]*\), Cipher is \(.*\)/\1/p' "$out" | head -1)
+  cipher=$(sed -n 's/^New, \([^,]*\), Cipher is \(.*\)/\2/p' "$out" | head -1)
+  alert=$(grep -a -o 'SSL alert number [0-9]*' "$out" | head -1 | awk '{print $4}')
+  echo "$proto/$cipher alert=${alert:-none}"
+}
+
+# check_rpc LABEL: the RPC role of the shared port, as a scanner and as a
+# node see it. Expectations: TLS 1.3 only (TLS 1.2 gets protocol_version,
+# 70), no client certificate gets certificate_required (116), a user's
+# certificate gets certificate_unknown (46), the node's certificate gets
+# the three TLS 1.3 AEAD suites and only X25519/P-256/P-384 (and the
+# ML-KEM hybrid, invisible to OpenSSL 3.0).
+check_rpc() {
+  local label=$1 r bad=0 suites="" groups="" cs g
+  local d="$dir/rpc"
+  mkdir -p "$d"
+  r=$(rpc_probe "$d/nocert.txt")
+  [[ $r == *alert=116 ]] || { fail "$label: no client certificate: $r (expected alert 116)"; bad=1; }
+  note "  openssl  RPC $label, no client certificate: $r"
+  r=$(rpc_probe "$d/tls12.txt" -tls1_2 -cert "$dir/certs/node.crt" -key "$dir/certs/node.key")
+  [[ $r == *alert=70 ]] || { fail "$label: TLS 1.2 with the node certificate: $r (expected alert 70)"; bad=1; }
+  note "  openssl  RPC $label, TLS 1.2 + node certificate: $r"
+  r=$(rpc_probe "$d/user.txt" -cert "$dir/certs/client.alice.crt" -key "$dir/certs/client.alice.key")
+  [[ $r == *alert=46 ]] || { fail "$label: client.alice certificate: $r (expected alert 46)"; bad=1; }
+  note "  openssl  RPC $label, client.alice certificate: $r"
+  r=$(rpc_probe "$d/root.txt" -cert "$dir/certs/client.root.crt" -key "$dir/certs/client.root.key")
+  [[ $r == TLSv1.3/*alert=none ]] || { fail "$label: client.root certificate: $r"; bad=1; }
+  note "  openssl  RPC $label, client.root certificate (init only): $r"
+  for cs in TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256 TLS_AES_128_CCM_SHA256 TLS_AES_128_CCM_8_SHA256; do
+    r=$(rpc_probe "$d/suite-$cs.txt" -tls1_3 -ciphersuites "$cs" -cert "$dir/certs/node.crt" -key "$dir/certs/node.key")
+    [[ $r == TLSv1.3/"$cs"* ]] && suites="$suites $cs"
+  done
+  [ "$suites" = " TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256" ] ||
+    { fail "$label: TLS 1.3 suites accepted:$suites"; bad=1; }
+  for g in X25519 P-256 P-384 P-521 X448 ffdhe2048 ffdhe3072; do
+    r=$(rpc_probe "$d/group-$g.txt" -groups "$g" -cert "$dir/certs/node.crt" -key "$dir/certs/node.key")
+    [[ $r == TLSv1.3/* ]] && groups="$groups $g"
+  done
+  [ "$groups" = " X25519 P-256 P-384" ] || { fail "$label: key exchange groups accepted:$groups"; bad=1; }
+  note "  openssl  RPC $label, node certificate: suites$suites; groups$groups; $( ((bad)) && echo FAIL || echo ok)"
+}
+
 note "moat TLS scan, $(date -u +%Y-%m-%dT%H:%MZ)"
 note "  sslscan $(sslscan --version | sed 's/\x1b\[[0-9;]*m//g' | awk 'NF {print $1; exit}'), $(openssl version)"
 ((quick)) || note "  testssl.sh $(testssl --version 2>/dev/null | sed -n 's/.*testssl \{1,\}\([0-9][^ ]*\) from.*/\1/p' | head -1)"
@@ -231,6 +289,7 @@ for kt in ecdsa-p256 rsa; do
   "$moat" cert create-ca --certs-dir "$dir/certs" --ca-key "$dir/ca.key" --key-type "$kt" >/dev/null
   "$moat" cert create-node --certs-dir "$dir/certs" --ca-key "$dir/ca.key" --key-type "$kt" localhost 127.0.0.1 >/dev/null
   "$moat" cert create-client --certs-dir "$dir/certs" --ca-key "$dir/ca.key" --key-type "$kt" root >/dev/null
+  "$moat" cert create-client --certs-dir "$dir/certs" --ca-key "$dir/ca.key" --key-type "$kt" alice >/dev/null
   start_node "$dir"
   note "$kt node certificate:"
   run_sslscan "$kt SQL" "$dir/sslscan-sql" --starttls-psql "127.0.0.1:$SQL_PORT"
@@ -241,9 +300,15 @@ for kt in ecdsa-p256 rsa; do
     run_sslscan "$kt console" "$dir/sslscan-http" "127.0.0.1:$HTTP_PORT"
     check_sslscan "$dir/sslscan-http.xml" "HTTPS console ($kt)" "$auth"
   fi
+  check_rpc "($kt)"
   if ! ((quick)); then
     run_testssl "$kt SQL" "$dir/testssl-sql" "$dir/certs/ca.crt" -t postgres "127.0.0.1:$SQL_PORT"
     check_testssl "$dir/testssl-sql.json" "SQL SSLRequest ($kt)"
+    # Direct TLS on the shared port: protocols, server preferences and ALPN
+    # (testssl offers h2 in its ALPN probe: that ClientHello reaches the RPC role).
+    run_testssl "$kt shared port" "$dir/testssl-direct" "$dir/certs/ca.crt" -p -P "127.0.0.1:$SQL_PORT"
+    check_testssl "$dir/testssl-direct.json" "shared port, direct TLS ($kt)"
+    note "           seen: $(python3 -c 'import json,sys; print("; ".join(f["id"] + " " + f["finding"] for f in json.load(open(sys.argv[1])) if f.get("id") in ("service", "ALPN", "ALPN_HTTP2", "NPN", "cipher_order")) or "--")' "$dir/testssl-direct.json")"
     if [ -n "$HTTP_PORT" ]; then
       run_testssl "$kt console" "$dir/testssl-http" "$dir/certs/ca.crt" "https://127.0.0.1:$HTTP_PORT/"
       check_testssl "$dir/testssl-http.json" "HTTPS console ($kt)"
@@ -259,7 +324,6 @@ for kt in ecdsa-p256 rsa; do
   stop_node
 done
 ((has_console)) || note "HTTPS console: not scanned (moat start-single-node has no --http-addr yet)"
-note "RPC port: not scanned (no separate RPC listener in start-single-node yet)"
 
 echo
 printf '%s\n' "${summary[@]}"

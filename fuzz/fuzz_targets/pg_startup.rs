@@ -123,8 +123,8 @@ fn harness() -> &'static Harness {
         let mut cfg = NodeConfig::new(&certs, tmp.path().join("store"), "127.0.0.1:0".parse().unwrap());
         cfg.accept_sql_without_tls = true;
         cfg.hba = HbaConfig::parse(HBA).expect("the harness HBA parses");
-        // Short deadlines: a connection the node keeps open after end of
-        // stream (fewer than 8 bytes: it keeps peeking) ends within 1 s.
+        // Short deadlines: any connection the node keeps open past the
+        // input (a partial startup packet, a stalled message) ends within 1 s.
         cfg.handshake_timeout = Duration::from_secs(1);
         cfg.startup_timeout = Duration::from_secs(1);
         let node = rt.block_on(node::start(cfg)).expect("the node starts");

@@ -41,6 +41,10 @@ pub struct StartArgs {
     /// Address for SQL connections: HOST:PORT, HOST or :PORT.
     #[arg(long, default_value = ":26257")]
     listen_addr: String,
+    /// A separate address for SQL clients: HOST:PORT, HOST or :PORT (then
+    /// --listen-addr serves node-to-node RPC only).
+    #[arg(long)]
+    sql_addr: Option<String>,
     /// Address of the HTTPS console: HOST:PORT, HOST or :PORT (host defaults
     /// to the --listen-addr host); "off" for no console.
     #[arg(long, default_value = ":8080")]
@@ -75,6 +79,11 @@ pub struct StartArgs {
     /// Raft log entries between two snapshots of the store.
     #[arg(long, default_value_t = 5000, hide = true)]
     snapshot_logs: u64,
+    /// Largest PostgreSQL message a logged-in client may send, in bytes
+    /// (default 16 MiB, as CockroachDB's sql.conn.max_read_buffer_message_size;
+    /// PostgreSQL allows 1 GiB); a bigger one is refused with SQLSTATE 08P01.
+    #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u32).range(4096..=0x3fff_fffe))]
+    max_message_bytes: u32,
 }
 
 /// Parses CockroachDB-style listen addresses (`:26257`, `localhost`, `host:port`).
@@ -121,6 +130,12 @@ pub fn config(args: &StartArgs) -> Result<NodeConfig> {
         a if a.starts_with(':') => Some(SocketAddr::new(listen.ip(), parse_addr(a, 8080)?.port())),
         a => Some(parse_addr(a, 8080)?),
     };
+    cfg.sql_addr = args
+        .sql_addr
+        .as_deref()
+        .map(|a| parse_addr(a, 26257))
+        .transpose()
+        .context("--sql-addr")?;
     cfg.policy = policy(args)?;
     if let Some(path) = &args.hba_conf {
         let text = std::fs::read_to_string(path)
@@ -139,6 +154,7 @@ pub fn config(args: &StartArgs) -> Result<NodeConfig> {
     cfg.startup_timeout = cfg.handshake_timeout;
     cfg.max_connections = args.max_connections.max(1);
     cfg.snapshot_logs = args.snapshot_logs.max(10);
+    cfg.max_message_bytes = args.max_message_bytes as usize;
     Ok(cfg)
 }
 
@@ -171,6 +187,9 @@ fn serve(cfg: NodeConfig) -> Result<()> {
     rt.block_on(async move {
         let running = node::start(cfg).await?;
         println!("moat node serving SQL on {} (TLS only)", running.sql_addr);
+        if running.rpc_addr != running.sql_addr {
+            println!("node-to-node RPC on {} (mutual TLS only)", running.rpc_addr);
+        }
         if let Some(h) = running.http_addr {
             println!("console: https://{h}/");
         }

@@ -6,18 +6,19 @@
 //! refuses it unless `--accept-sql-without-tls`.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use pgwire::api::{ClientInfo, DefaultClient, NoopHandler, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::PgWireFrontendMessage;
 use pgwire::tokio::server::{process_error, process_message, MaybeTls, PgWireMessageServerCodec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use crate::frame_guard::next_message;
 use crate::node::Shared;
 
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
@@ -31,28 +32,89 @@ enum Transport {
         Arc<moat_tls::store::Snapshot>,
     ),
     Plain(TcpStream),
-    /// Node-to-node RPC: the TLS stream and the peer's principal.
-    Rpc(Box<tokio_rustls::server::TlsStream<TcpStream>>, &'static str),
+    /// Node-to-node RPC: the TLS stream, the peer's principal, and the
+    /// certificate generation of the handshake.
+    Rpc(Box<tokio_rustls::server::TlsStream<TcpStream>>, &'static str, u64),
 }
 
+/// Waits until the first 8 bytes have arrived (or the first byte is a TLS
+/// record) and returns them without consuming them, so that the TLS
+/// acceptors still get the whole `TcpStream`; `None` at end of stream, or
+/// when the client half-closed before 8 bytes. Event-driven: while a client
+/// has sent 1 to 7 bytes, the task sleeps until more bytes, the end of
+/// stream or an error arrive (the caller's deadline ends the wait).
 async fn peek_head(tcp: &TcpStream) -> std::io::Result<Option<[u8; 8]>> {
     let mut head = [0u8; 8];
     loop {
-        let n = tcp.peek(&mut head).await?;
-        if n == 0 {
-            return Ok(None);
+        let ready = tcp.ready(Interest::READABLE).await?;
+        // An incomplete head answers WouldBlock, which clears the readiness
+        // observed before the peek: any later event wakes us again.
+        let peeked = tcp.try_io(Interest::READABLE, || {
+            let n = peek_now(tcp, &mut head)?;
+            if (1..8).contains(&n) && head[0] != TLS_HANDSHAKE_RECORD {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        match peeked {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(head)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if ready.is_read_closed() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e),
         }
-        if n == 8 || head[0] == TLS_HANDSHAKE_RECORD {
-            return Ok(Some(head));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-async fn negotiate(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr) -> Option<Transport> {
+/// One non-blocking `recv(MSG_PEEK)`: the bytes waiting, not consumed
+/// (`WouldBlock` when there are none).
+fn peek_now(tcp: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
+        // whole call, and the descriptor belongs to `tcp`, which outlives it.
+        let n = unsafe {
+            libc::recv(
+                tcp.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Serves {
+    /// SQL and RPC (the default: one port, as in CockroachDB).
+    Both,
+    /// RPC only (`--listen-addr` when `--sql-addr` is set).
+    RpcOnly,
+    /// SQL only (`--sql-addr`).
+    SqlOnly,
+}
+
+async fn negotiate(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, serves: Serves) -> Option<Transport> {
     loop {
         let head = peek_head(&tcp).await.ok()??;
         let direct = head[0] == TLS_HANDSHAKE_RECORD;
+        if serves == Serves::RpcOnly && !direct && head != GSSENC_REQUEST {
+            tracing::warn!(%peer, "SQL connection closed: this port serves node-to-node RPC only (SQL is on --sql-addr)");
+            return None;
+        }
         if head == GSSENC_REQUEST {
             let mut skip = [0u8; 8];
             tcp.read_exact(&mut skip).await.ok()?;
@@ -78,6 +140,12 @@ async fn negotiate(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr) -> Opt
             )
             .await
             .ok()?;
+            if (route == moat_tls::accept::Route::Rpc && serves == Serves::SqlOnly)
+                || (route == moat_tls::accept::Route::Sql && serves == Serves::RpcOnly)
+            {
+                tracing::warn!(%peer, ?route, ?serves, "connection closed: this port does not serve that protocol");
+                return None;
+            }
             if route == moat_tls::accept::Route::Rpc {
                 let conn = tls.get_ref().1;
                 let chain = conn.peer_certificates().map(|c| c.to_vec());
@@ -87,7 +155,7 @@ async fn negotiate(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr) -> Opt
                 moat_tls::accept::check_ocsp(&shared.ocsp, chain.as_deref(), &anchors, peer, "rpc")
                     .await
                     .ok()?;
-                return Some(Transport::Rpc(Box::new(tls), principal));
+                return Some(Transport::Rpc(Box::new(tls), principal, snap.generation));
             }
             tls
         } else {
@@ -142,10 +210,11 @@ pub(crate) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     pending: tokio::sync::OwnedSemaphorePermit,
+    serves: Serves,
 ) {
     let _ = tcp.set_nodelay(true);
     let _open = crate::node::OpenGuard::new("sql");
-    let transport = match tokio::time::timeout(shared.handshake_timeout, negotiate(&shared, tcp, peer)).await {
+    let transport = match tokio::time::timeout(shared.handshake_timeout, negotiate(&shared, tcp, peer, serves)).await {
         Ok(Some(t)) => t,
         Ok(None) => return,
         Err(_) => {
@@ -155,7 +224,7 @@ pub(crate) async fn serve(
             return;
         }
     };
-    if let Transport::Rpc(tls, principal) = transport {
+    if let Transport::Rpc(tls, principal, generation) = transport {
         drop(pending);
         let info = crate::cluster::rpc::PeerInfo {
             addr: peer,
@@ -163,7 +232,7 @@ pub(crate) async fn serve(
         };
         shared
             .cluster
-            .serve_rpc(crate::cluster::rpc::RpcStream::new(*tls, info))
+            .serve_rpc(crate::cluster::rpc::RpcStream::new(*tls, info).until_reload(shared.store.clone(), generation))
             .await;
         return;
     }
@@ -189,7 +258,16 @@ pub(crate) async fn serve(
     let client = DefaultClient::new(peer, secure);
     let mut socket = Framed::new(io, PgWireMessageServerCodec::new(client));
     socket.set_state(PgWireConnectionState::AwaitingStartup);
-    if let Err(e) = message_loop(&mut socket, handlers, shared.startup_timeout, pending).await {
+    let max_message_bytes = shared.max_message_bytes;
+    if let Err(e) = message_loop(
+        &mut socket,
+        handlers,
+        shared.startup_timeout,
+        max_message_bytes,
+        pending,
+    )
+    .await
+    {
         tracing::debug!(%peer, "connection ended: {e}");
     }
 }
@@ -197,11 +275,13 @@ pub(crate) async fn serve(
 type Statement = <crate::sql::QueryHandlers as pgwire::api::query::ExtendedQueryHandler>::Statement;
 
 /// pgwire's message loop (as `process_socket` runs it), with our startup
-/// deadline instead of its fixed 60 s.
+/// deadline instead of its fixed 60 s, and every frame's length checked
+/// before pgwire decodes it ([`crate::frame_guard`]).
 async fn message_loop(
     socket: &mut Framed<MaybeTls, PgWireMessageServerCodec<Statement>>,
     handlers: crate::node::ConnHandlers,
     startup_timeout: Duration,
+    max_message_bytes: usize,
     pending: tokio::sync::OwnedSemaphorePermit,
 ) -> std::io::Result<()> {
     let mut pending = Some(pending);
@@ -214,7 +294,7 @@ async fn message_loop(
             socket.state(),
             PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
         ) {
-            match tokio::time::timeout_at(deadline, socket.next()).await {
+            match tokio::time::timeout_at(deadline, next_message(socket, max_message_bytes)).await {
                 Ok(m) => m,
                 Err(_) => {
                     tracing::warn!(peer = %socket.socket_addr(), "connection closed: startup not finished within {startup_timeout:?}");
@@ -224,15 +304,16 @@ async fn message_loop(
         } else {
             // Authenticated: no longer counts as a pending connection.
             pending.take();
-            socket.next().await
+            next_message(socket, max_message_bytes).await
         };
         let msg = match msg {
             Some(Ok(m)) => m,
             None => break,
             Some(Err(PgWireError::IoError(_))) => break,
             Some(Err(e)) => {
-                // A message pgwire cannot decode (bad length, unknown protocol
-                // version, oversized startup packet ...): say so, then close.
+                // A frame refused from its header (length below 4, over the
+                // bound), or a message pgwire cannot decode (unknown protocol
+                // version ...): say so, then close.
                 tracing::warn!(peer = %socket.socket_addr(), "closing connection: invalid message: {e}");
                 metrics::counter!("sql.connections.refused", "reason" => "protocol").increment(1);
                 let info = ErrorInfo::new("FATAL".into(), "08P01".into(), format!("invalid message: {e}"));

@@ -10,6 +10,7 @@ mod conn;
 pub mod db;
 pub mod determinism;
 pub mod error;
+mod frame_guard;
 pub mod hba;
 pub mod http;
 pub mod node;

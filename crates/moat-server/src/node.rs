@@ -46,6 +46,9 @@ pub struct NodeConfig {
     /// more are closed at once (each also has the deadlines above), so
     /// stalled handshakes cannot starve established clients.
     pub max_pending: usize,
+    /// A separate address for SQL clients (`--sql-addr`): then
+    /// `listen_addr` serves node-to-node RPC only.
+    pub sql_addr: Option<SocketAddr>,
     /// Nodes to join through (`moat start --join`).
     pub join: Vec<String>,
     /// Initialise a one-node cluster at once (`start-single-node`).
@@ -78,6 +81,7 @@ impl NodeConfig {
             startup_timeout: Duration::from_secs(10),
             max_connections: 5000,
             max_pending: 4096,
+            sql_addr: None,
             join: Vec::new(),
             single_node: true,
             advertise_addr: None,
@@ -136,10 +140,39 @@ impl Drop for OpenGuard {
     }
 }
 
+fn spawn_accept(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    serves: crate::conn::Serves,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    let Ok(pending) = shared.pending.clone().try_acquire_owned() else {
+                        metrics::counter!("sql.connections.refused", "reason" => "pending_limit").increment(1);
+                        tracing::debug!(%peer, "closed at once: too many connections still negotiating");
+                        drop(tcp);
+                        continue;
+                    };
+                    tokio::spawn(crate::conn::serve(shared.clone(), tcp, peer, pending, serves));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+}
+
 /// A node that is serving.
 pub struct RunningNode {
-    /// The address the SQL listener is bound to.
+    /// The address SQL clients connect to.
     pub sql_addr: SocketAddr,
+    /// The address of node-to-node RPC (the same as `sql_addr` unless
+    /// `--sql-addr` split them).
+    pub rpc_addr: SocketAddr,
     /// The address the console is bound to, when it runs.
     pub http_addr: Option<SocketAddr>,
     _http: Option<crate::http::HttpServer>,
@@ -147,19 +180,23 @@ pub struct RunningNode {
     pub store: Arc<CertStore>,
     /// The node's cluster membership.
     pub cluster: Arc<crate::cluster::Cluster>,
-    accept: tokio::task::JoinHandle<()>,
+    accept: Vec<tokio::task::JoinHandle<()>>,
     _reloader: Reloader,
 }
 
 impl RunningNode {
     /// Stops accepting connections (established ones end with the runtime).
     pub fn stop(&self) {
-        self.accept.abort();
+        for a in &self.accept {
+            a.abort();
+        }
     }
 
-    /// Waits until the accept loop ends.
+    /// Waits until the accept loops end.
     pub async fn wait(self) {
-        let _ = (&mut { self.accept }).await;
+        for a in self.accept {
+            let _ = a.await;
+        }
     }
 }
 
@@ -171,20 +208,48 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
     crate::http::install_metrics_recorder()?;
     let started_at = time::OffsetDateTime::now_utc();
     let store = CertStore::open(&cfg.certs_dir, StoreRole::Node, cfg.policy.clone())?;
+    // The certificate this node dials other nodes with must name the node
+    // principal, or every other node refuses it (as CockroachDB requires).
+    if let Ok(k) = store.snapshot().material.node_client() {
+        match cfg.policy.authorize_rpc(&k.cert[0]) {
+            Ok("node") => {}
+            Ok(other) => {
+                return Err(ServerError::Invalid(format!(
+                    "{}: the node's certificate (client.node.crt, else node.crt) names the principal {other:?}, not \"node\": other nodes would refuse it; make one with `moat cert create-node` (CN=node)",
+                    cfg.certs_dir.display()
+                )))
+            }
+            Err(why) => {
+                return Err(ServerError::Invalid(format!(
+                    "{}: the node's certificate (client.node.crt, else node.crt) cannot be used between nodes: {why}; make one with `moat cert create-node` (CN=node) or map its name with --cert-principal-map",
+                    cfg.certs_dir.display()
+                )))
+            }
+        }
+    }
     let db = Arc::new(Database::open(&cfg.store_dir)?);
     let reloader = store.spawn_reloader(Duration::from_millis(200), Duration::from_millis(800))?;
-    let listener = TcpListener::bind(cfg.listen_addr).await.map_err(|e| ServerError::Io {
-        what: format!("cannot listen on {}", cfg.listen_addr),
-        source: e,
-    })?;
-    let sql_addr = listener.local_addr().map_err(|e| ServerError::Io {
-        what: "listener address".into(),
-        source: e,
-    })?;
+    let bind = |addr: SocketAddr| async move {
+        let l = TcpListener::bind(addr).await.map_err(|e| ServerError::Io {
+            what: format!("cannot listen on {addr}"),
+            source: e,
+        })?;
+        let bound = l.local_addr().map_err(|e| ServerError::Io {
+            what: "listener address".into(),
+            source: e,
+        })?;
+        Ok::<_, ServerError>((l, bound))
+    };
+    let (listener, rpc_addr) = bind(cfg.listen_addr).await?;
+    let sql_listener = match cfg.sql_addr {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let sql_addr = sql_listener.as_ref().map(|(_, a)| *a).unwrap_or(rpc_addr);
     let advertise = match &cfg.advertise_addr {
         Some(a) => a.clone(),
-        None if sql_addr.ip().is_unspecified() => format!("localhost:{}", sql_addr.port()),
-        None => sql_addr.to_string(),
+        None if rpc_addr.ip().is_unspecified() => format!("localhost:{}", rpc_addr.port()),
+        None => rpc_addr.to_string(),
     };
     let cluster_cfg = crate::cluster::ClusterConfig {
         advertise_addr: advertise,
@@ -225,7 +290,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
             while changes.changed().await.is_ok() {
                 let text = sm.setting(crate::hba::HBA_SETTING);
                 tracing::info!(
-                    source = if text.is_some() { "cluster setting" } else { "node configuration" },
+                    source = if text.is_some() {
+                        "cluster setting"
+                    } else {
+                        "node configuration"
+                    },
                     "HBA configuration changed"
                 );
                 auth.set_cluster_hba(text.as_deref());
@@ -249,28 +318,18 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServerError> {
         }
         None => None,
     };
-    tracing::info!(%sql_addr, certs_dir = %cfg.certs_dir.display(), store = %cfg.store_dir.display(), "node serving SQL over TLS");
-    let accept = tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((tcp, peer)) => {
-                    let Ok(pending) = shared.pending.clone().try_acquire_owned() else {
-                        metrics::counter!("sql.connections.refused", "reason" => "pending_limit").increment(1);
-                        tracing::debug!(%peer, "closed at once: too many connections still negotiating");
-                        drop(tcp);
-                        continue;
-                    };
-                    tokio::spawn(crate::conn::serve(shared.clone(), tcp, peer, pending));
-                }
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+    tracing::info!(%sql_addr, %rpc_addr, certs_dir = %cfg.certs_dir.display(), store = %cfg.store_dir.display(), "node serving SQL and RPC over TLS");
+    let mut accept = Vec::new();
+    match sql_listener {
+        None => accept.push(spawn_accept(listener, shared, crate::conn::Serves::Both)),
+        Some((sql, _)) => {
+            accept.push(spawn_accept(listener, shared.clone(), crate::conn::Serves::RpcOnly));
+            accept.push(spawn_accept(sql, shared, crate::conn::Serves::SqlOnly));
         }
-    });
+    }
     Ok(RunningNode {
         sql_addr,
+        rpc_addr,
         http_addr: http.as_ref().map(|h| h.addr),
         _http: http,
         store,

@@ -4,7 +4,7 @@
 //! blocking thread; this is the one place to route statements elsewhere
 //! (replication) later.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -274,14 +274,23 @@ impl Session {
     pub fn new(db: Arc<Database>, repl: Option<Arc<dyn Replicator>>) -> Session {
         let tx = Arc::new(AtomicU8::new(Tx::Idle as u8));
         let interrupt = Arc::new(Mutex::new(None));
+        let vars = Arc::new(Mutex::new(Vars::new("")));
+        let denied = Arc::new(Mutex::new(None));
+        let refs = Arc::new(SessionRefs {
+            user: Arc::new(Mutex::new(String::new())),
+            vars: vars.clone(),
+            tx: tx.clone(),
+            denied: denied.clone(),
+        });
         Session {
             tx: tx.clone(),
             engine: Mutex::new(Engine {
                 db,
                 conn: None,
+                refs,
                 user: None,
-                vars: Arc::new(Mutex::new(Vars::new(""))),
-                denied: Arc::new(Mutex::new(None)),
+                vars,
+                denied,
                 tx,
                 read_only: false,
                 pending: None,
@@ -338,7 +347,9 @@ impl Session {
         let r = tokio::task::spawn_blocking(move || {
             let mut eng = lock(&me.engine);
             eng.set_user(&user);
-            f(&mut eng)
+            let r = f(&mut eng);
+            eng.release_idle();
+            r
         })
         .await
         .map_err(|e| SqlError::new("XX000", format!("internal error: the statement's thread failed: {e}")));
@@ -350,7 +361,11 @@ impl Session {
 /// The SQLite side of a session. Only ever used on a blocking thread.
 pub struct Engine {
     db: Arc<Database>,
-    conn: Option<Connection>,
+    /// A connection of the node's pool, checked out for a statement (or a
+    /// transaction) and given back when the session is idle again.
+    conn: Option<PooledConn>,
+    /// What the checked-out connection's functions and authorizer see.
+    refs: Arc<SessionRefs>,
     user: Option<String>,
     vars: Arc<Mutex<Vars>>,
     denied: Arc<Mutex<Option<String>>>,
@@ -371,6 +386,18 @@ pub struct Engine {
     implicit: bool,
 }
 
+impl Drop for Engine {
+    /// The session ends: its connection goes back to the pool if it is
+    /// clean (a transaction left open is closed with its connection).
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if !self.read_only {
+                self.db.session_pool().give(c);
+            }
+        }
+    }
+}
+
 /// Pragmas user SQL may not run even read-only.
 const DENIED_PRAGMAS: [&str; 6] = [
     "writable_schema",
@@ -386,9 +413,69 @@ fn is_system(name: &str) -> bool {
         && name[..users::SYSTEM_PREFIX.len()].eq_ignore_ascii_case(users::SYSTEM_PREFIX)
 }
 
+/// Pragmas that only read, even with an argument: they leave nothing on
+/// the connection.
+const READ_PRAGMAS: [&str; 16] = [
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_info",
+    "index_xinfo",
+    "index_list",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+    "function_list",
+    "module_list",
+    "pragma_list",
+    "collation_list",
+    "database_list",
+    "compile_options",
+];
+
+/// Whether an action leaves state on the connection that another session
+/// must not inherit: a temporary object, or a pragma that sets something.
+fn leaves_state(ctx: &AuthContext<'_>) -> bool {
+    match ctx.action {
+        AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempIndex { .. }
+        | AuthAction::CreateTempTrigger { .. }
+        | AuthAction::CreateTempView { .. } => true,
+        AuthAction::CreateTable { .. }
+        | AuthAction::CreateIndex { .. }
+        | AuthAction::CreateTrigger { .. }
+        | AuthAction::CreateView { .. }
+        | AuthAction::CreateVtable { .. } => ctx.database_name.is_some_and(|d| d.eq_ignore_ascii_case("temp")),
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value: Some(_),
+        } => !READ_PRAGMAS.iter().any(|p| p.eq_ignore_ascii_case(pragma_name)),
+        _ => false,
+    }
+}
+
+/// Where an authorizer reports.
+enum AuthSink {
+    /// A connection of its own (the state machine's): denials only.
+    Fixed(Arc<Mutex<Option<String>>>),
+    /// A pooled connection: denials go to the session that has it checked
+    /// out; a statement that leaves state on it pins it to that session.
+    Pooled(Arc<ConnShared>),
+}
+
 /// Installs the authorizer that keeps user SQL away from system tables.
 pub(crate) fn install_authorizer(conn: &Connection, denied: Arc<Mutex<Option<String>>>) {
+    authorize(conn, AuthSink::Fixed(denied));
+}
+
+fn authorize(conn: &Connection, sink: AuthSink) {
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        if let AuthSink::Pooled(shared) = &sink {
+            if leaves_state(&ctx) {
+                shared.pinned.store(true, Ordering::Relaxed);
+            }
+        }
         let hit: Option<String> = match ctx.action {
             AuthAction::Read { table_name, .. }
             | AuthAction::Insert { table_name }
@@ -430,12 +517,157 @@ pub(crate) fn install_authorizer(conn: &Connection, denied: Arc<Mutex<Option<Str
         };
         match hit {
             Some(name) => {
-                *lock(&denied) = Some(name);
+                match &sink {
+                    AuthSink::Fixed(denied) => *lock(denied) = Some(name),
+                    AuthSink::Pooled(shared) => {
+                        if let Some(s) = shared.session() {
+                            *lock(&s.denied) = Some(name);
+                        }
+                    }
+                }
                 Authorization::Deny
             }
             None => Authorization::Allow,
         }
     }));
+}
+
+/// What a connection's SQL functions and authorizer need of the session
+/// running statements on it.
+pub(crate) struct SessionRefs {
+    user: Arc<Mutex<String>>,
+    vars: Arc<Mutex<Vars>>,
+    tx: Arc<AtomicU8>,
+    denied: Arc<Mutex<Option<String>>>,
+}
+
+/// State shared between a pooled connection and its callbacks.
+#[derive(Default)]
+pub(crate) struct ConnShared {
+    /// The session that has the connection checked out.
+    session: Mutex<Option<Arc<SessionRefs>>>,
+    /// Set when a statement left state on the connection (a temporary
+    /// object, a pragma setting): it then stays with its session and is
+    /// closed with it, never lent to another.
+    pinned: AtomicBool,
+}
+
+impl ConnShared {
+    fn session(&self) -> Option<Arc<SessionRefs>> {
+        lock(&self.session).clone()
+    }
+}
+
+/// Whose context a connection's functions use.
+#[derive(Clone)]
+enum FnOwner {
+    /// Always the same (the state machine's connection).
+    Fixed(Arc<SessionRefs>),
+    /// A pooled connection: the session that has it checked out.
+    Pooled(Arc<ConnShared>),
+}
+
+impl FnOwner {
+    fn get(&self) -> Option<Arc<SessionRefs>> {
+        match self {
+            FnOwner::Fixed(r) => Some(r.clone()),
+            FnOwner::Pooled(s) => s.session(),
+        }
+    }
+
+    fn user(&self) -> String {
+        self.get().map(|r| lock(&r.user).clone()).unwrap_or_default()
+    }
+}
+
+/// A SQLite connection of the node's session pool: opened once, with the
+/// pragmas, the authorizer and the functions installed once, then lent to
+/// one session at a time.
+pub(crate) struct PooledConn {
+    conn: Connection,
+    shared: Arc<ConnShared>,
+}
+
+impl std::ops::Deref for PooledConn {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl PooledConn {
+    fn open(db: &Database) -> Result<PooledConn, SqlError> {
+        let conn = db.connect().map_err(|e| SqlError::new("58030", e.to_string()))?;
+        let shared = Arc::new(ConnShared::default());
+        authorize(&conn, AuthSink::Pooled(shared.clone()));
+        register_with(&conn, FnOwner::Pooled(shared.clone()))
+            .map_err(|e| SqlError::new("XX000", format!("cannot set up the session: {e}")))?;
+        Ok(PooledConn { conn, shared })
+    }
+
+    fn pinned(&self) -> bool {
+        self.shared.pinned.load(Ordering::Relaxed)
+    }
+
+    /// Runs the engine's own settings (`PRAGMA query_only`, always undone
+    /// before the connection is given back): they do not pin it.
+    fn internal_batch(&self, sql: &str) -> rusqlite::Result<()> {
+        let was = self.pinned();
+        let r = self.conn.execute_batch(sql);
+        if !was {
+            self.shared.pinned.store(false, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Puts the system-table authorizer back (after a user statement).
+    fn reauthorize(&self) {
+        authorize(&self.conn, AuthSink::Pooled(self.shared.clone()));
+    }
+}
+
+/// Most idle connections the pool keeps; more are closed when given back.
+const POOL_MAX_IDLE: usize = 16;
+
+/// The node's SQLite connections for SQL sessions. A session checks one
+/// out for a statement, or for a whole transaction, and gives it back when
+/// idle: an idle session holds none, and a new session opens none while
+/// one is idle in the pool.
+#[derive(Default)]
+pub struct ConnPool {
+    idle: Mutex<Vec<PooledConn>>,
+}
+
+impl std::fmt::Debug for ConnPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnPool")
+            .field("idle", &lock(&self.idle).len())
+            .finish()
+    }
+}
+
+impl ConnPool {
+    fn take(&self, db: &Database) -> Result<PooledConn, SqlError> {
+        let idle = lock(&self.idle).pop();
+        match idle {
+            Some(c) => Ok(c),
+            None => PooledConn::open(db),
+        }
+    }
+
+    /// Takes a connection back: kept if it is clean (no transaction, not
+    /// pinned) and the pool has room, else closed.
+    fn give(&self, c: PooledConn) {
+        *lock(&c.shared.session) = None;
+        if c.pinned() || !c.is_autocommit() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push(c);
+        }
+    }
 }
 
 fn now_text() -> String {
@@ -466,12 +698,24 @@ fn unique_rowid() -> i64 {
     crate::determinism::unique_rowid()
 }
 
+/// Registers moat's SQL functions on a connection of its own (the state
+/// machine's): they always see this user, these variables, this state.
 pub(crate) fn register_functions(
     conn: &Connection,
     user: Arc<Mutex<String>>,
     vars: Arc<Mutex<Vars>>,
     tx: Arc<AtomicU8>,
 ) -> rusqlite::Result<()> {
+    let refs = SessionRefs {
+        user,
+        vars,
+        tx,
+        denied: Arc::new(Mutex::new(None)),
+    };
+    register_with(conn, FnOwner::Fixed(Arc::new(refs)))
+}
+
+fn register_with(conn: &Connection, owner: FnOwner) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     let nondet = FunctionFlags::SQLITE_UTF8;
@@ -479,8 +723,8 @@ pub(crate) fn register_functions(
     conn.create_scalar_function("current_database", 0, det, |_| Ok(DATABASE.to_string()))?;
     conn.create_scalar_function("current_schema", 0, det, |_| Ok("public".to_string()))?;
     for f in ["current_user", "session_user", "current_role", "user"] {
-        let u = user.clone();
-        conn.create_scalar_function(f, 0, det, move |_| Ok(lock(&u).clone()))?;
+        let o = owner.clone();
+        conn.create_scalar_function(f, 0, det, move |_| Ok(o.user()))?;
     }
     conn.create_scalar_function("pg_backend_pid", 0, det, |_| Ok(std::process::id() as i64))?;
     for f in ["now", "transaction_timestamp", "statement_timestamp", "clock_timestamp"] {
@@ -511,16 +755,19 @@ pub(crate) fn register_functions(
             }
         })
     })?;
-    let v = vars.clone();
-    let t = tx.clone();
+    let o = owner.clone();
     let current_setting = move |ctx: &rusqlite::functions::Context<'_>| -> rusqlite::Result<Option<String>> {
         let name: String = ctx.get(0)?;
         let missing_ok = ctx.len() > 1 && ctx.get::<bool>(1).unwrap_or(false);
-        let in_tx = match Tx::from_u8(t.load(Ordering::SeqCst)) {
-            Tx::Idle => None,
-            _ => Some("in transaction"),
-        };
-        match lock(&v).get(&name, in_tx) {
+        let found = o.get().and_then(|r| {
+            let in_tx = match Tx::from_u8(r.tx.load(Ordering::SeqCst)) {
+                Tx::Idle => None,
+                _ => Some("in transaction"),
+            };
+            let v = lock(&r.vars).get(&name, in_tx);
+            v
+        });
+        match found {
             Some(s) => Ok(Some(s)),
             None if missing_ok => Ok(None),
             None => Err(rusqlite::Error::UserFunctionError(
@@ -534,7 +781,10 @@ pub(crate) fn register_functions(
     conn.create_scalar_function("set_config", 3, nondet, move |ctx| {
         let name: String = ctx.get(0)?;
         let value: Option<String> = ctx.get(1)?;
-        lock(&vars)
+        let Some(r) = owner.get() else {
+            return Err(rusqlite::Error::UserFunctionError("no session".into()));
+        };
+        lock(&r.vars)
             .set(&name.to_ascii_lowercase(), value.as_deref())
             .map_err(|e| rusqlite::Error::UserFunctionError(e.message.into()))?;
         Ok(value)
@@ -546,6 +796,7 @@ impl Engine {
     fn set_user(&mut self, user: &str) {
         if self.user.is_none() {
             self.user = Some(user.to_string());
+            *lock(&self.refs.user) = user.to_string();
             *lock(&self.vars) = Vars::new(user);
         }
     }
@@ -562,22 +813,48 @@ impl Engine {
         self.tx.store(t as u8, Ordering::SeqCst);
     }
 
-    /// The session's connection, opened on first use.
+    /// The connection the session is using; checked out of the node's pool
+    /// (opened if none is idle) on first use.
     fn conn(&mut self) -> Result<&Connection, SqlError> {
-        if self.conn.is_none() {
-            let conn = self.db.connect().map_err(|e| SqlError::new("58030", e.to_string()))?;
-            install_authorizer(&conn, self.denied.clone());
-            register_functions(
-                &conn,
-                Arc::new(Mutex::new(self.user().to_string())),
-                self.vars.clone(),
-                self.tx.clone(),
-            )
-            .map_err(|e| SqlError::new("XX000", format!("cannot set up the session: {e}")))?;
-            *lock(&self.interrupt) = Some(conn.get_interrupt_handle());
-            self.conn = Some(conn);
+        let c = match self.conn.take() {
+            Some(c) => c,
+            None => {
+                let c = self.db.session_pool().take(&self.db)?;
+                *lock(&c.shared.session) = Some(self.refs.clone());
+                *lock(&self.interrupt) = Some(c.get_interrupt_handle());
+                c
+            }
+        };
+        Ok(&self.conn.insert(c).conn)
+    }
+
+    /// Gives the connection back to the pool when nothing ties it to the
+    /// session any more: no transaction (explicit or implicit), not read
+    /// only, no SQLite transaction, not pinned. Called after every call
+    /// into the engine.
+    fn release_idle(&mut self) {
+        if self.in_transaction() || self.read_only {
+            return;
         }
-        Ok(self.conn.as_ref().expect("just opened"))
+        let Some(c) = self.conn.take() else {
+            return;
+        };
+        if c.pinned() || !c.is_autocommit() {
+            self.conn = Some(c);
+            return;
+        }
+        *lock(&self.interrupt) = None;
+        self.db.session_pool().give(c);
+    }
+
+    /// Runs the engine's own `PRAGMA query_only` (does not pin the connection).
+    fn internal_batch(&mut self, sql: &str) -> Result<(), SqlError> {
+        self.conn()?;
+        let r = match &self.conn {
+            Some(c) => c.internal_batch(sql),
+            None => Ok(()),
+        };
+        r.map_err(|e| self.sqlite_err(e))
     }
 
     fn sqlite_err(&self, e: rusqlite::Error) -> SqlError {
@@ -602,7 +879,7 @@ impl Engine {
                 let _ = c.execute_batch("ROLLBACK");
             }
             if self.read_only {
-                let _ = c.execute_batch("PRAGMA query_only = 0");
+                let _ = c.internal_batch("PRAGMA query_only = 0");
             }
         }
         self.read_only = false;
@@ -611,7 +888,7 @@ impl Engine {
     fn end_read_only(&mut self) {
         if self.read_only {
             if let Some(c) = &self.conn {
-                let _ = c.execute_batch("PRAGMA query_only = 0");
+                let _ = c.internal_batch("PRAGMA query_only = 0");
             }
             self.read_only = false;
         }
@@ -733,7 +1010,9 @@ impl Engine {
             if !c.is_autocommit() {
                 // Undo everything; if SQLite already rolled the transaction
                 // back on an error, the savepoint is gone and so is the work.
-                if c.execute_batch("ROLLBACK TO moat_speculation; RELEASE moat_speculation").is_err() {
+                if c.execute_batch("ROLLBACK TO moat_speculation; RELEASE moat_speculation")
+                    .is_err()
+                {
                     let _ = c.execute_batch("ROLLBACK");
                 }
             }
@@ -751,11 +1030,24 @@ impl Engine {
         format: &Format,
     ) -> Vec<(Reply, Option<Encoded>)> {
         let mut out = Vec::new();
+        // In a cluster, user statements and cluster settings replicate on
+        // their own: a batch holding one runs statement by statement.
+        let replicated_alone = |k: &StmtKind| {
+            matches!(
+                k,
+                StmtKind::User(Ok(UserStatement::Create { .. }))
+                    | StmtKind::User(Ok(UserStatement::AlterPassword { .. }))
+                    | StmtKind::User(Ok(UserStatement::Drop { .. }))
+                    | StmtKind::SetClusterSetting { .. }
+            )
+        };
         let implicit = stmts.len() > 1
             && self.tx() == Tx::Idle
-            && stmts
-                .iter()
-                .all(|s| s.as_ref().is_ok_and(|p| !p.stmt.kind.is_transaction_control()));
+            && stmts.iter().all(|s| {
+                s.as_ref().is_ok_and(|p| {
+                    !p.stmt.kind.is_transaction_control() && !(self.repl.is_some() && replicated_alone(&p.stmt.kind))
+                })
+            });
         if implicit {
             if self.repl.is_none() {
                 if let Err(e) = self.batch("BEGIN") {
@@ -1096,7 +1388,7 @@ impl Engine {
                     self.batch(&format!("BEGIN {mode}"))?;
                 }
                 if *read_only {
-                    self.batch("PRAGMA query_only = 1")?;
+                    self.internal_batch("PRAGMA query_only = 1")?;
                     self.read_only = true;
                 }
                 self.set_tx(Tx::Open);
@@ -1190,7 +1482,7 @@ impl Engine {
             }
             StmtKind::SetTransaction { read_only } => {
                 if *read_only && tx == Tx::Open && !self.read_only {
-                    self.batch("PRAGMA query_only = 1")?;
+                    self.internal_batch("PRAGMA query_only = 1")?;
                     self.read_only = true;
                 }
                 Ok(Outcome::Done(Tag::new("SET")))
@@ -1292,16 +1584,18 @@ impl Engine {
                 }
             }
         }
-        let denied = self.denied.clone();
-        let conn = self.conn()?;
-        struct Restore<'a>(&'a Connection, Arc<Mutex<Option<String>>>);
+        self.conn()?;
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(SqlError::new("XX000", "internal error: no connection"));
+        };
+        struct Restore<'a>(&'a PooledConn);
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
-                install_authorizer(self.0, self.1.clone());
+                self.0.reauthorize();
             }
         }
         conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
-        let restore = Restore(conn, denied);
+        let restore = Restore(conn);
         let r = users::execute(conn, stmt, &user);
         drop(restore);
         match r? {
@@ -1387,7 +1681,10 @@ impl Engine {
         })? {
             CommandResult::Setting(Ok(tag)) => Ok(Outcome::Done(Tag::new(&tag))),
             CommandResult::Setting(Err(e)) => Err(e.into()),
-            other => Err(SqlError::new("XX000", format!("unexpected replication result {other:?}"))),
+            other => Err(SqlError::new(
+                "XX000",
+                format!("unexpected replication result {other:?}"),
+            )),
         }
     }
 
