@@ -102,6 +102,10 @@ fn describe() {
         "Failed or refused console logins by method and reason"
     );
     metrics::describe_gauge!("cluster.node_id", "This node's id in its cluster (0 before it has one)");
+    metrics::describe_histogram!(
+        "raft.log.appends_per_fsync",
+        "Raft log appends written together with one fsync (group commit)"
+    );
     metrics::describe_counter!(
         "rpc.refused",
         "Node-to-node RPCs refused because the caller's certificate names another principal"
