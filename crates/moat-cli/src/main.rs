@@ -3,6 +3,7 @@
 
 mod auth_session;
 mod cert;
+mod demo;
 mod init;
 mod logging;
 mod node_cmd;
@@ -41,6 +42,8 @@ enum Command {
     /// Console sessions made over SQL by root (`login USER` prints a session cookie).
     #[command(subcommand)]
     AuthSession(auth_session::AuthSessionCommand),
+    /// A secure N-node cluster on loopback with fresh certificates, and a SQL shell (all removed at exit).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Node(cmd) => node_cmd::run(cmd),
         Command::Sql(args) => sql::run(args),
         Command::AuthSession(cmd) => auth_session::run(cmd),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

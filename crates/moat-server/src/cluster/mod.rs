@@ -124,4 +124,8 @@ impl ClusterView for Cluster {
     fn nodes(&self) -> Vec<NodeSummary> {
         self.core.nodes()
     }
+
+    fn node_id(&self) -> NodeId {
+        self.core.node_id()
+    }
 }

@@ -31,14 +31,14 @@ pub(crate) async fn certificates_of(
     if session_of(&st, &headers).await.is_none() {
         return json_error(StatusCode::UNAUTHORIZED, NO_SESSION);
     }
-    if node == "local" || node == st.ctx.node_id.to_string() {
+    if node == "local" || node == st.ctx.node_id().to_string() {
         return Json(report::certificates(&st.ctx)).into_response();
     }
     json_error(
         StatusCode::NOT_FOUND,
         &format!(
             "this console serves node {}'s certificates; ask node {node}'s console",
-            st.ctx.node_id
+            st.ctx.node_id()
         ),
     )
 }
@@ -49,7 +49,7 @@ pub(crate) async fn nodes(State(st): State<Shared>, headers: HeaderMap) -> Respo
         return json_error(StatusCode::UNAUTHORIZED, NO_SESSION);
     }
     Json(serde_json::json!({
-        "node_id": st.ctx.node_id,
+        "node_id": st.ctx.node_id(),
         "nodes": report::nodes(&st.ctx, Some(st.addr.to_string())),
     }))
     .into_response()

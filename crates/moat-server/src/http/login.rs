@@ -120,11 +120,11 @@ fn login_page(st: &Shared, status: StatusCode, message: Option<(&str, &str)>, us
          <button class=\"primary\" type=\"submit\">Sign in</button></form>\
          <p class=\"small\" style=\"margin-top:16px\">Root can also open a session over SQL: \
          <span class=\"mono\" style=\"white-space:nowrap\">moat auth-session login USER</span></p></div></div>",
-        st.ctx.node_id,
+        st.ctx.node_id(),
         esc(user),
         esc(next)
     );
-    (status, page("Sign in", "", None, st.ctx.node_id, &body)).into_response()
+    (status, page("Sign in", "", None, st.ctx.node_id(), &body)).into_response()
 }
 
 /// `GET /login`.

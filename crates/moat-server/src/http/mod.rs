@@ -80,6 +80,16 @@ pub struct HttpContext {
 pub trait ClusterView: Send + Sync {
     /// Every node known to the cluster, this one included.
     fn nodes(&self) -> Vec<NodeSummary>;
+    /// This node's id now (0 until it has joined).
+    fn node_id(&self) -> u64;
+}
+
+impl HttpContext {
+    /// This node's id: the cluster's, read live (a node gets its id when it
+    /// joins, after the console has started), else the configured one.
+    pub fn node_id(&self) -> u64 {
+        self.cluster.as_ref().map(|c| c.node_id()).unwrap_or(self.node_id)
+    }
 }
 
 /// One node, as the overview and `/_status/nodes` show it.

@@ -217,7 +217,7 @@ pub(crate) async fn overview(State(st): State<Shared>, headers: HeaderMap, uri: 
          (SQL on <span class=\"mono\">{}</span>)</p><div class=\"cards\">{cards}</div>",
         nodes.len(),
         if nodes.len() == 1 { "" } else { "s" },
-        ctx.node_id,
+        ctx.node_id(),
         esc(&ctx.sql_addr.to_string()),
     );
     body.push_str(
@@ -225,10 +225,10 @@ pub(crate) async fn overview(State(st): State<Shared>, headers: HeaderMap, uri: 
          <th>Uptime</th><th>Version</th><th>Node certificate</th><th></th></tr>",
     );
     for n in &nodes {
-        body.push_str(&node_row(n, ctx.node_id, now));
+        body.push_str(&node_row(n, ctx.node_id(), now));
     }
     body.push_str("</table></div>");
-    page(title, "overview", Some(&s.user), ctx.node_id, &body).into_response()
+    page(title, "overview", Some(&s.user), ctx.node_id(), &body).into_response()
 }
 
 /// `GET /certificates`: this node's page.
@@ -404,14 +404,14 @@ pub(crate) async fn certificates(
         Err(r) => return r,
     };
     let ctx = &st.ctx;
-    if node == "local" || node == ctx.node_id.to_string() {
+    if node == "local" || node == ctx.node_id().to_string() {
         let r = report::certificates(ctx);
-        let title = format!("Certificates · node {}", ctx.node_id);
+        let title = format!("Certificates · node {}", ctx.node_id());
         return page(
             &title,
             "certificates",
             Some(&s.user),
-            ctx.node_id,
+            ctx.node_id(),
             &certificates_body(&r),
         )
         .into_response();
@@ -445,7 +445,7 @@ pub(crate) async fn certificates(
     };
     (
         status,
-        page("Certificates", "certificates", Some(&s.user), ctx.node_id, &body),
+        page("Certificates", "certificates", Some(&s.user), ctx.node_id(), &body),
     )
         .into_response()
 }

@@ -294,7 +294,7 @@ pub fn certificates(ctx: &HttpContext) -> CertificatesReport {
     let rec = ctx.store.stats.record();
     let failed = rec.last_error.is_some();
     CertificatesReport {
-        node_id: ctx.node_id,
+        node_id: ctx.node_id(),
         certs_dir: dir.dir.display().to_string(),
         loaded_at: snap.material.loaded_at(),
         reload: ReloadReport {
@@ -329,7 +329,7 @@ pub fn version() -> String {
 pub fn this_node(ctx: &HttpContext, http_addr: Option<String>) -> NodeSummary {
     let snap = ctx.store.snapshot();
     NodeSummary {
-        id: ctx.node_id,
+        id: ctx.node_id(),
         address: ctx.sql_addr.to_string(),
         sql_address: Some(ctx.sql_addr.to_string()),
         http_address: http_addr,
