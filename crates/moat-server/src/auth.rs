@@ -10,9 +10,11 @@
 //!   mock verifier and fails with the same message, so a password guesser
 //!   learns nothing about which users exist.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -49,9 +51,75 @@ pub struct AuthContext {
     pub accept_plaintext: bool,
     /// Key for mock SCRAM salts (per process).
     mock_key: [u8; 32],
-    /// One connection kept open for user lookups, so a login does not open
-    /// (and configure) a SQLite connection of its own.
-    lookups: Arc<Mutex<Option<rusqlite::Connection>>>,
+    /// The users, kept in memory for logins.
+    users: Arc<Mutex<UserCache>>,
+}
+
+/// The users and their verifiers as the store last had them, with one
+/// connection kept open to notice changes: SQLite's `PRAGMA data_version`
+/// changes whenever another connection (a user statement, the Raft state
+/// machine, a snapshot install) commits to the database, and the users are
+/// then read again. A login whose check finds nothing changed touches no
+/// table and needs no blocking thread.
+#[derive(Default)]
+struct UserCache {
+    conn: Option<rusqlite::Connection>,
+    /// `PRAGMA data_version` read before `users` (so a change that lands
+    /// in between makes the next check reload, never the reverse).
+    version: Option<i64>,
+    /// Name → verifier (`None`: no password).
+    users: HashMap<String, Option<Verifier>>,
+}
+
+impl UserCache {
+    fn data_version(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+        conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
+    }
+
+    /// The user from memory when the store has not changed since it was
+    /// read; `None` when it must be read again (or SQLite was busy). Never
+    /// waits: SQLite's busy timeout is off for this check.
+    fn fresh(&self, user: &str) -> Option<(bool, Option<Verifier>)> {
+        let conn = self.conn.as_ref()?;
+        let version = self.version?;
+        conn.busy_timeout(Duration::ZERO).ok()?;
+        let now = Self::data_version(conn).ok()?;
+        (now == version).then(|| match self.users.get(user) {
+            Some(v) => (true, v.clone()),
+            None => (false, None),
+        })
+    }
+
+    /// Reads the users again (on a blocking thread).
+    fn reload(&mut self, db: &Database) -> Result<(), String> {
+        if self.conn.is_none() {
+            self.conn = Some(db.connect().map_err(|e| e.to_string())?);
+        }
+        let Some(conn) = self.conn.as_ref() else {
+            return Err("no connection".into());
+        };
+        let read = || -> rusqlite::Result<(i64, HashMap<String, Option<Verifier>>)> {
+            conn.busy_timeout(Duration::from_secs(5))?;
+            let version = Self::data_version(conn)?;
+            let users = users::all(conn)?
+                .into_iter()
+                .map(|(name, scram)| (name, scram.and_then(|t| Verifier::parse(&t))))
+                .collect();
+            Ok((version, users))
+        };
+        match read() {
+            Ok((version, users)) => {
+                self.version = Some(version);
+                self.users = users;
+                Ok(())
+            }
+            Err(e) => {
+                // Reopen next time.
+                *self = UserCache::default();
+                Err(format!("user store error: {e}"))
+            }
+        }
+    }
 }
 
 impl AuthContext {
@@ -66,7 +134,7 @@ impl AuthContext {
             policy,
             accept_plaintext,
             mock_key,
-            lookups: Arc::new(Mutex::new(None)),
+            users: Arc::new(Mutex::new(UserCache::default())),
         }
     }
 
@@ -203,21 +271,29 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl AuthStartup {
+    /// Whether the user exists, and its verifier: from memory when the
+    /// store has not changed, else read again on a blocking thread.
     async fn lookup(&self, user: &str) -> PgWireResult<(bool, Option<Verifier>)> {
+        // The quick check, here on the async thread: it never waits (a
+        // busy cache or store falls through to the blocking path).
+        if let Ok(cache) = self.ctx.users.try_lock() {
+            if let Some(found) = cache.fresh(user) {
+                return Ok(found);
+            }
+        }
         let db = self.ctx.db.clone();
-        let lookups = self.ctx.lookups.clone();
+        let cache = self.ctx.users.clone();
         let u = user.to_string();
         blocking(move || -> Result<(bool, Option<Verifier>), String> {
-            let mut guard = lookups.lock().unwrap_or_else(|p| p.into_inner());
-            if guard.is_none() {
-                *guard = Some(db.connect().map_err(|e| e.to_string())?);
+            let mut guard = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(found) = guard.fresh(&u) {
+                return Ok(found);
             }
-            let conn = guard.as_ref().expect("just opened");
-            let result = users::exists(conn, &u).and_then(|e| Ok((e, users::verifier(conn, &u)?)));
-            if result.is_err() {
-                *guard = None; // reopen next time
-            }
-            result.map_err(|e| e.to_string())
+            guard.reload(&db)?;
+            Ok(match guard.users.get(&u) {
+                Some(v) => (true, v.clone()),
+                None => (false, None),
+            })
         })
         .await?
         .map_err(|e| fatal("XX000", e))

@@ -1,11 +1,14 @@
 //! The embedded SQLite store: one database file under `--store`, in WAL mode
-//! with a full fsync on every commit, one connection per SQL session.
+//! with a full fsync on every commit. SQL sessions borrow connections from
+//! a pool ([`crate::sql::session::ConnPool`]) for a statement or a
+//! transaction at a time.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::Connection;
 
+use crate::sql::session::ConnPool;
 use crate::ServerError;
 
 /// File name of the database inside the store directory.
@@ -15,6 +18,8 @@ pub const DB_FILE: &str = "moat.db";
 #[derive(Debug)]
 pub struct Database {
     path: PathBuf,
+    /// Connections lent to SQL sessions.
+    sessions: ConnPool,
 }
 
 impl Database {
@@ -46,6 +51,7 @@ impl Database {
         }
         let db = Database {
             path: store_dir.join(DB_FILE),
+            sessions: ConnPool::default(),
         };
         let conn = db.connect()?;
         crate::users::ensure_schema(&conn).map_err(|e| {
@@ -55,6 +61,11 @@ impl Database {
             )
         })?;
         Ok(db)
+    }
+
+    /// The connections lent to SQL sessions.
+    pub(crate) fn session_pool(&self) -> &ConnPool {
+        &self.sessions
     }
 
     /// Path of the database file.

@@ -69,6 +69,14 @@ pub fn verifier(conn: &Connection, name: &str) -> Result<Option<Verifier>, UserE
     Ok(text.flatten().and_then(|t| Verifier::parse(&t)))
 }
 
+/// Every user with its stored SCRAM verifier text (`None`: no password),
+/// for the login cache.
+pub fn all(conn: &Connection) -> rusqlite::Result<Vec<(String, Option<String>)>> {
+    let mut st = conn.prepare_cached(&format!("SELECT name, scram FROM {USERS_TABLE}"))?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+    rows.collect()
+}
+
 /// A user management statement.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UserStatement {

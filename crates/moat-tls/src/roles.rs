@@ -11,7 +11,8 @@
 //!
 //! Every config is new per certificate generation, with its own session
 //! cache: a session from before a reload (e.g. before a CRL revoked its
-//! client certificate) can never be resumed after it.
+//! client certificate) can never be resumed after it. The SQL listener
+//! resumes no sessions at all (its clients never try).
 
 use std::sync::Arc;
 
@@ -93,9 +94,18 @@ fn server(
 /// The SQL listener (also the shared SQL+RPC port when `alpn` includes
 /// [`ALPN_RPC`]): presents `node.crt`; a client certificate is optional but
 /// verified when given.
+///
+/// Resumes no sessions (no TLS 1.3 tickets, no TLS 1.2 session cache):
+/// libpq (psql, pgbench, psycopg) never resumes one, so each ticket would
+/// be CPU (a session encoded and cached) and a record for nothing. A client
+/// that offers ALPN `h2` on the shared port gets the [`rpc_server`]
+/// configuration, which resumes.
 pub fn sql_server(m: &TlsMaterial, alpn: &[&[u8]]) -> Result<ServerConfig, TlsError> {
     let verifier = client_verifier(m.client_roots()?, m.crls(), true)?;
-    server("SQL", TLS12_AND_13, verifier, m.node()?, alpn)
+    let mut cfg = server("SQL", TLS12_AND_13, verifier, m.node()?, alpn)?;
+    cfg.send_tls13_tickets = 0;
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    Ok(cfg)
 }
 
 /// A dedicated RPC listener: TLS 1.3, a client certificate is required and

@@ -117,6 +117,37 @@ async fn a_resumed_session_does_not_bring_back_a_revoked_certificate() {
     // callsite interest across threads.
     let (_logs, _g) = Logs::install();
     let d = Dir::new();
+    // The node's client certificate (principal `node`), which RPC clients present.
+    ops::create_client(&d.opts(), "node", false).unwrap();
+    let store = CertStore::open(&d.certs(), StoreRole::Node, IdentityPolicy::default()).unwrap();
+    // Resumption is tested on the RPC listener: the SQL listener resumes
+    // nothing (its clients never try; see the next test).
+    let rpc = serve(store.clone(), Listener::Rpc).await;
+    let dialer = CertStore::open(&d.certs(), StoreRole::Node, IdentityPolicy::default()).unwrap();
+    // One client config, so its session cache carries over between connections.
+    let config = dialer.snapshot().rpc_client();
+    let (line, resumed) = connect(config.clone(), rpc.addr).await.unwrap();
+    assert!(line.contains("principal=node") && !resumed, "{line}");
+    let (line, resumed) = connect(config.clone(), rpc.addr).await.unwrap();
+    assert!(line.contains("principal=node"));
+    assert!(
+        resumed,
+        "the second connection must resume, or this test proves nothing"
+    );
+
+    revoke(&d, "client.node.crt");
+    store.reload("test").unwrap();
+    let err = connect(config.clone(), rpc.addr).await.unwrap_err();
+    assert!(
+        err.contains("revoked") || err.contains("Revoked") || err.contains("alert"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_sql_listener_resumes_no_sessions() {
+    let (_logs, _g) = Logs::install();
+    let d = Dir::new();
     let store = CertStore::open(&d.certs(), StoreRole::Node, IdentityPolicy::default()).unwrap();
     let sql = serve(store.clone(), Listener::Sql).await;
     let alice = CertStore::open(
@@ -125,22 +156,9 @@ async fn a_resumed_session_does_not_bring_back_a_revoked_certificate() {
         IdentityPolicy::default(),
     )
     .unwrap();
-    // One client config, so its session cache carries over between connections.
     let config = alice.snapshot().sql_client();
-    let (line, resumed) = connect(config.clone(), sql.addr).await.unwrap();
-    assert!(line.contains("principal=alice") && !resumed);
-    let (line, resumed) = connect(config.clone(), sql.addr).await.unwrap();
-    assert!(line.contains("principal=alice"));
-    assert!(
-        resumed,
-        "the second connection must resume, or this test proves nothing"
-    );
-
-    revoke(&d, "client.alice.crt");
-    store.reload("test").unwrap();
-    let err = connect(config.clone(), sql.addr).await.unwrap_err();
-    assert!(
-        err.contains("revoked") || err.contains("Revoked") || err.contains("alert"),
-        "{err}"
-    );
+    for _ in 0..2 {
+        let (line, resumed) = connect(config.clone(), sql.addr).await.unwrap();
+        assert!(line.contains("principal=alice") && !resumed, "{line}");
+    }
 }

@@ -39,6 +39,8 @@ pub trait Replicator: Send + Sync {
     fn write(&self, cmd: Command) -> Result<CommandResult, SqlError>;
     /// Waits until this node has applied every write committed so far.
     fn read_barrier(&self) -> Result<(), SqlError>;
+    /// [`Replicator::read_barrier`] for async callers (on the runtime).
+    fn read_barrier_async(&self) -> futures::future::BoxFuture<'_, Result<(), SqlError>>;
     /// This node's id.
     fn node_id(&self) -> NodeId;
     /// Every node, for `SHOW NODES`.
@@ -105,6 +107,10 @@ impl Replicator for Cluster {
 
     fn read_barrier(&self) -> Result<(), SqlError> {
         self.rt.block_on(self.core.read_barrier())
+    }
+
+    fn read_barrier_async(&self) -> futures::future::BoxFuture<'_, Result<(), SqlError>> {
+        Box::pin(self.core.read_barrier())
     }
 
     fn node_id(&self) -> NodeId {

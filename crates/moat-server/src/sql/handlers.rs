@@ -132,6 +132,11 @@ impl QueryHandlers {
             Ok(parts) => parts.iter().map(|s| Prepared::new(s, &[])).collect(),
             Err(e) => vec![Err(e)],
         };
+        if let [Ok(p)] = stmts.as_slice() {
+            if let Some(r) = self.session.try_inline(&user, p, &Format::UnifiedText).await {
+                return vec![r];
+            }
+        }
         let r = self
             .session
             .run(user, move |eng| Ok(eng.run_batch(stmts, &Format::UnifiedText)))

@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pgwire::api::portal::{Format, PortalExecutionState};
@@ -264,44 +265,54 @@ enum Pending {
 /// The state shared by a connection's handlers.
 pub struct Session {
     tx: Arc<AtomicU8>,
-    engine: Mutex<Engine>,
+    /// Built at the first statement, for the session's user: a session
+    /// that only logs in costs no engine.
+    engine: Mutex<Option<Engine>>,
     interrupt: Arc<Mutex<Option<rusqlite::InterruptHandle>>>,
+    db: Arc<Database>,
+    repl: Option<Arc<dyn Replicator>>,
 }
 
 impl Session {
     /// A session on `db`, replicating its writes through `repl` when the
     /// node is in a cluster; nothing is opened yet.
     pub fn new(db: Arc<Database>, repl: Option<Arc<dyn Replicator>>) -> Session {
-        let tx = Arc::new(AtomicU8::new(Tx::Idle as u8));
-        let interrupt = Arc::new(Mutex::new(None));
-        let vars = Arc::new(Mutex::new(Vars::new("")));
+        Session {
+            tx: Arc::new(AtomicU8::new(Tx::Idle as u8)),
+            engine: Mutex::new(None),
+            interrupt: Arc::new(Mutex::new(None)),
+            db,
+            repl,
+        }
+    }
+
+    /// The engine of the session's user (at its first statement).
+    fn new_engine(&self, user: &str) -> Engine {
+        let vars = Arc::new(Mutex::new(Vars::new(user)));
         let denied = Arc::new(Mutex::new(None));
         let refs = Arc::new(SessionRefs {
-            user: Arc::new(Mutex::new(String::new())),
+            user: Arc::new(Mutex::new(user.to_string())),
             vars: vars.clone(),
-            tx: tx.clone(),
+            tx: self.tx.clone(),
             denied: denied.clone(),
         });
-        Session {
-            tx: tx.clone(),
-            engine: Mutex::new(Engine {
-                db,
-                conn: None,
-                refs,
-                user: None,
-                vars,
-                denied,
-                tx,
-                read_only: false,
-                pending: None,
-                interrupt: interrupt.clone(),
-                repl,
-                txlog: Vec::new(),
-                tx_ctx: None,
-                savepoints: Vec::new(),
-                implicit: false,
-            }),
-            interrupt,
+        Engine {
+            db: self.db.clone(),
+            conn: None,
+            refs,
+            user: Some(user.to_string()),
+            vars,
+            denied,
+            tx: self.tx.clone(),
+            read_only: false,
+            pending: None,
+            interrupt: self.interrupt.clone(),
+            repl: self.repl.clone(),
+            txlog: Vec::new(),
+            tx_ctx: None,
+            savepoints: Vec::new(),
+            implicit: false,
+            barrier_done: false,
         }
     }
 
@@ -316,6 +327,66 @@ impl Session {
         let _ = self
             .tx
             .compare_exchange(Tx::Open as u8, Tx::Failed as u8, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// The fast path of the commonest statement: one read-only `SELECT`
+    /// outside a transaction, sent alone in a simple query. It runs here,
+    /// on the async thread, after the read barrier (awaited), on an idle
+    /// connection of the pool, with SQLite's progress handler stopping it
+    /// after [`INLINE_BUDGET`], so the async thread is never held longer.
+    /// `None` when the fast path does not apply, or the statement was
+    /// stopped: the caller then runs it the ordinary way, on a blocking
+    /// thread (a read-only statement can run again). Saves the two thread
+    /// hand-offs of [`Session::run`], most of the CPU a short query costs.
+    pub async fn try_inline(&self, user: &str, p: &Prepared, format: &Format) -> Option<(Reply, Option<Encoded>)> {
+        if !matches!(p.stmt.kind, StmtKind::Sql { verb: Verb::Select, .. }) || self.tx() != Tx::Idle {
+            return None;
+        }
+        let repl = {
+            let mut guard = self.engine.try_lock().ok()?;
+            let eng = guard.get_or_insert_with(|| self.new_engine(user));
+            if eng.in_transaction() || !eng.checkout_idle() || !eng.is_readonly(p) {
+                eng.release_idle();
+                return None;
+            }
+            eng.repl.clone()
+        };
+        if let Some(repl) = repl {
+            if repl.read_barrier_async().await.is_err() {
+                // The ordinary path reports it.
+                return None;
+            }
+        }
+        let mut guard = self.engine.try_lock().ok()?;
+        let eng = guard.get_or_insert_with(|| self.new_engine(user));
+        if eng.in_transaction() || !eng.checkout_idle() {
+            eng.release_idle();
+            return None;
+        }
+        let stopped = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        if let Some(c) = &eng.conn {
+            let s = stopped.clone();
+            c.progress_handler(
+                1000,
+                Some(move || {
+                    let over = start.elapsed() > INLINE_BUDGET;
+                    if over {
+                        s.store(true, Ordering::Relaxed);
+                    }
+                    over
+                }),
+            );
+        }
+        eng.barrier_done = true;
+        let r = eng.execute(p, &[], None);
+        eng.barrier_done = false;
+        if let Some(c) = &eng.conn {
+            c.progress_handler(0, None::<fn() -> bool>);
+        }
+        let out = (!stopped.load(Ordering::Relaxed)).then(|| encode_reply(r, format));
+        eng.release_idle();
+        out
     }
 
     /// Runs `f` on the engine on a blocking thread. If the caller stops
@@ -345,9 +416,9 @@ impl Session {
         };
         let me = self.clone();
         let r = tokio::task::spawn_blocking(move || {
-            let mut eng = lock(&me.engine);
-            eng.set_user(&user);
-            let r = f(&mut eng);
+            let mut guard = lock(&me.engine);
+            let eng = guard.get_or_insert_with(|| me.new_engine(&user));
+            let r = f(eng);
             eng.release_idle();
             r
         })
@@ -384,6 +455,9 @@ pub struct Engine {
     savepoints: Vec<(String, usize)>,
     /// A multi-statement simple query runs in an implicit transaction.
     implicit: bool,
+    /// The read barrier of the statement being run was already passed
+    /// (by [`Session::try_inline`], asynchronously).
+    barrier_done: bool,
 }
 
 impl Drop for Engine {
@@ -627,6 +701,9 @@ impl PooledConn {
     }
 }
 
+/// Longest a statement runs on an async thread ([`Session::try_inline`]).
+const INLINE_BUDGET: Duration = Duration::from_micros(500);
+
 /// Most idle connections the pool keeps; more are closed when given back.
 const POOL_MAX_IDLE: usize = 16;
 
@@ -648,6 +725,10 @@ impl std::fmt::Debug for ConnPool {
 }
 
 impl ConnPool {
+    fn try_take(&self) -> Option<PooledConn> {
+        lock(&self.idle).pop()
+    }
+
     fn take(&self, db: &Database) -> Result<PooledConn, SqlError> {
         let idle = lock(&self.idle).pop();
         match idle {
@@ -793,14 +874,6 @@ fn register_with(conn: &Connection, owner: FnOwner) -> rusqlite::Result<()> {
 }
 
 impl Engine {
-    fn set_user(&mut self, user: &str) {
-        if self.user.is_none() {
-            self.user = Some(user.to_string());
-            *lock(&self.refs.user) = user.to_string();
-            *lock(&self.vars) = Vars::new(user);
-        }
-    }
-
     fn user(&self) -> &str {
         self.user.as_deref().unwrap_or("")
     }
@@ -826,6 +899,22 @@ impl Engine {
             }
         };
         Ok(&self.conn.insert(c).conn)
+    }
+
+    /// Makes sure the session holds a connection without opening one: one
+    /// it holds already, or an idle one of the pool. `false` when the pool
+    /// has none idle (opening is for blocking threads).
+    fn checkout_idle(&mut self) -> bool {
+        if self.conn.is_some() {
+            return true;
+        }
+        let Some(c) = self.db.session_pool().try_take() else {
+            return false;
+        };
+        *lock(&c.shared.session) = Some(self.refs.clone());
+        *lock(&self.interrupt) = Some(c.get_interrupt_handle());
+        self.conn = Some(c);
+        true
     }
 
     /// Gives the connection back to the pool when nothing ties it to the
@@ -1700,7 +1789,9 @@ impl Engine {
                 return self.outcome(p, verb, out, frozen, param_types);
             }
             if !self.in_transaction() {
-                repl.read_barrier()?;
+                if !self.barrier_done {
+                    repl.read_barrier()?;
+                }
             } else if !self.txlog.is_empty() {
                 // Reads see the transaction's own writes.
                 let out = self.with_replayed(|eng| {
