@@ -28,8 +28,11 @@ pub const LOG_FILE: &str = "raft.db";
 
 type Job = Box<dyn FnOnce(&Connection) + Send>;
 
+/// Encoded entries by index.
+type Rows = Vec<(u64, Vec<u8>)>;
+
 enum Op {
-    Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
+    Append(Rows, LogFlushed<TypeConfig>),
     Run(Job),
 }
 
@@ -85,7 +88,7 @@ fn entries(c: &Connection, start: u64, end: Option<u64>) -> Result<Vec<Entry<Typ
 }
 
 /// Writes queued appends in one transaction (one fsync) and reports each.
-fn write_appends(c: &mut Connection, batch: Vec<(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>)>) {
+fn write_appends(c: &mut Connection, batch: Vec<(Rows, LogFlushed<TypeConfig>)>) {
     let r: rusqlite::Result<()> = (|| {
         let tx = c.transaction()?;
         {

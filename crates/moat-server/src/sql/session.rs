@@ -1134,7 +1134,7 @@ impl Engine {
             && self.tx() == Tx::Idle
             && stmts.iter().all(|s| {
                 s.as_ref().is_ok_and(|p| {
-                    !p.stmt.kind.is_transaction_control() && !(self.repl.is_some() && replicated_alone(&p.stmt.kind))
+                    !(p.stmt.kind.is_transaction_control() || self.repl.is_some() && replicated_alone(&p.stmt.kind))
                 })
             });
         if implicit {
