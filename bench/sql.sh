@@ -174,9 +174,10 @@ PG_SSL="$("$PSQL" -X -At -p "$PG_PORT" -c 'SELECT concat_ws(chr(32), version, ci
 
 # --- moat ----------------------------------------------------------------------------
 MOAT_PORT="$(free_port)"
+# No console (--http-addr off): another node on this machine may hold :8080.
 start_moat() {
     "$MOAT" start-single-node --certs-dir "$C" --store "$WORK/store" \
-        --listen-addr "127.0.0.1:$MOAT_PORT" --max-connections 6000 >>"$WORK/moat.log" 2>&1 &
+        --listen-addr "127.0.0.1:$MOAT_PORT" --http-addr off --max-connections 6000 >>"$WORK/moat.log" 2>&1 &
     MOAT_PID=$!
     local i
     for i in $(seq 1 150); do

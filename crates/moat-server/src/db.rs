@@ -1,6 +1,6 @@
 //! The embedded SQLite store: one database file under `--store`, in WAL mode
 //! with a full fsync on every commit. SQL sessions borrow connections from
-//! a pool ([`crate::sql::session::ConnPool`]) for a statement or a
+//! a pool (`sql::session::ConnPool`) for a statement or a
 //! transaction at a time.
 
 use std::path::{Path, PathBuf};

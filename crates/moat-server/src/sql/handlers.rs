@@ -40,8 +40,8 @@ pub struct QueryHandlers {
 }
 
 impl QueryHandlers {
-    /// Handlers for a new connection on `db`. The SQLite connection is
-    /// opened at the first statement.
+    /// Handlers for a new connection on `db`. Nothing is opened: statements
+    /// borrow SQLite connections from the node's pool.
     pub fn new(db: Arc<Database>, repl: Option<Arc<dyn crate::cluster::Replicator>>) -> Self {
         QueryHandlers {
             session: Arc::new(Session::new(db, repl)),

@@ -1,9 +1,11 @@
 //! # The SQL engine: PostgreSQL's protocol over SQLite
 //!
 //! Everything after authentication. One [`QueryHandlers`] per client
-//! connection; it opens its own SQLite connection at the first statement and
-//! keeps it for the session (transactions span statements). Every SQLite
-//! call runs on a blocking thread; a statement whose client goes away or
+//! connection; it borrows a SQLite connection from the node's pool for a
+//! statement, or for a transaction (transactions span statements), and
+//! gives it back when idle. SQLite calls run on a blocking thread (a lone
+//! read-only `SELECT` runs on the async thread, stopped after 500 µs and
+//! then run on a blocking thread); a statement whose client goes away or
 //! cancels is interrupted. All statements run through one function,
 //! `session::Engine::execute`, the place to route them elsewhere later
 //! (replication). Non-deterministic SQL (`random()`, `now()`,

@@ -1,8 +1,10 @@
-//! A SQL session: the connection's own SQLite connection (opened lazily,
-//! kept for the session so transactions work), its transaction state, its
-//! variables. Every statement runs through [`Engine::execute`], on a
-//! blocking thread; this is the one place to route statements elsewhere
-//! (replication) later.
+//! A SQL session: its transaction state, its variables, and the SQLite
+//! connection it borrows from the node's pool ([`ConnPool`]) for a statement
+//! or a whole transaction, and gives back when idle (an idle session holds
+//! none). Every statement runs through [`Engine::execute`], on a blocking
+//! thread, except a lone read-only `SELECT` outside a transaction, which
+//! [`Session::try_inline`] runs on the async thread within a time budget;
+//! this is the one place to route statements elsewhere (replication).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
