@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Sink, SinkExt};
-use moat_tls::principal::IdentityPolicy;
+use moat_tls::principal::{IdentityPolicy, PrincipalCache};
 use pgwire::api::auth::sasl::scram::{ScramSecret, ScramServerAuth, ScramServerAuthWaitingForClientFinal};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, DefaultServerParameterProvider,
@@ -47,6 +47,8 @@ pub struct AuthContext {
     current_hba: std::sync::RwLock<Arc<HbaConfig>>,
     /// Principal map and pinned DNs.
     pub policy: IdentityPolicy,
+    /// Principals of client certificates seen before (with `policy.map`).
+    principals: PrincipalCache,
     /// `--accept-sql-without-tls`.
     pub accept_plaintext: bool,
     /// Key for mock SCRAM salts (per process).
@@ -131,6 +133,7 @@ impl AuthContext {
             db,
             current_hba: std::sync::RwLock::new(Arc::new(hba.clone())),
             hba,
+            principals: PrincipalCache::new(policy.map.clone()),
             policy,
             accept_plaintext,
             mock_key,
@@ -378,7 +381,12 @@ impl AuthStartup {
         let method = rule.method;
         // A presented certificate decides the identity, whatever the method.
         let cert_ok = match client.client_certificates().and_then(|c| c.first()) {
-            Some(leaf) => match self.ctx.policy.authorize_user(leaf, &user) {
+            Some(leaf) => match self
+                .ctx
+                .principals
+                .of(leaf)
+                .and_then(|p| self.ctx.policy.authorize_principals(&p, &user))
+            {
                 Ok(()) => true,
                 Err(why) => return Err(refuse(client, &user, method.name(), "28000", why)),
             },

@@ -11,6 +11,7 @@
 //! RPC, OCSP) → the protocol.
 
 pub mod accept;
+pub mod digest_cache;
 pub mod error;
 pub mod expiry;
 pub mod material;
@@ -19,5 +20,6 @@ pub mod principal;
 pub mod provider;
 pub mod roles;
 pub mod store;
+pub mod verify_cache;
 
 pub use error::TlsError;

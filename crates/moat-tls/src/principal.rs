@@ -9,12 +9,14 @@
 //!   (`--root-cert-distinguished-name`, `--node-cert-distinguished-name`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::X509Name;
 
+use crate::digest_cache::{digest_of, DigestCache};
 use crate::TlsError;
 
 /// The system tenant's ID and name: the only tenant moat serves.
@@ -196,6 +198,39 @@ impl Principals {
     }
 }
 
+/// The principals of client certificates seen before, keyed by the SHA-256
+/// of the certificate's DER (see [`crate::digest_cache`]): a client logging in
+/// again with the same certificate costs a digest, not a parse.
+#[derive(Debug)]
+pub struct PrincipalCache {
+    map: PrincipalMap,
+    seen: DigestCache<Arc<Principals>>,
+}
+
+impl PrincipalCache {
+    /// How many certificates it remembers.
+    pub const CAPACITY: usize = 4096;
+
+    /// An empty cache for principals extracted with `map`.
+    pub fn new(map: PrincipalMap) -> Self {
+        PrincipalCache {
+            map,
+            seen: DigestCache::new(Self::CAPACITY),
+        }
+    }
+
+    /// [`Principals::of`] `leaf`, remembered.
+    pub fn of(&self, leaf: &CertificateDer<'_>) -> Result<Arc<Principals>, String> {
+        let key = digest_of([leaf.as_ref()]);
+        if let Some(p) = self.seen.get(&key) {
+            return Ok(p);
+        }
+        let p = Arc::new(Principals::of(leaf, &self.map)?);
+        self.seen.insert(key, p.clone());
+        Ok(p)
+    }
+}
+
 /// Parses a `crdb://` URI SAN into the user it grants on the system tenant
 /// (none when scoped to another tenant).
 fn parse_crdb_scope(uri: &str) -> Result<Option<String>, String> {
@@ -262,7 +297,12 @@ impl IdentityPolicy {
     /// `user`: with a DN set for that user (root, node) the subject must equal
     /// it; otherwise a principal must equal the user.
     pub fn authorize_user(&self, leaf: &CertificateDer<'_>, user: &str) -> Result<(), String> {
-        let p = Principals::of(leaf, &self.map)?;
+        self.authorize_principals(&Principals::of(leaf, &self.map)?, user)
+    }
+
+    /// [`IdentityPolicy::authorize_user`] for principals already extracted
+    /// (with this policy's map, e.g. by a [`PrincipalCache`]).
+    pub fn authorize_principals(&self, p: &Principals, user: &str) -> Result<(), String> {
         let pinned = match user {
             "root" => self.root_dn.as_ref(),
             "node" => self.node_dn.as_ref(),
@@ -368,6 +408,28 @@ mod tests {
             err.contains("user \"bob\"") && err.contains("valid for \"alice\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn principal_cache_remembers_per_certificate() {
+        let map = PrincipalMap::parse("svc-alice:alice").unwrap();
+        let cache = PrincipalCache::new(map.clone());
+        let a = cert("svc-alice", &[], &[], None);
+        let first = cache.of(&a).unwrap();
+        assert_eq!(first.names, vec!["alice"]);
+        assert!(
+            Arc::ptr_eq(&first, &cache.of(&a).unwrap()),
+            "the second lookup is the remembered one"
+        );
+        let b = cert("bob", &[], &[], None);
+        assert_eq!(cache.of(&b).unwrap().names, vec!["bob"]);
+        assert!(cache.of(&cert("a", &[], &["crdb://bogus"], None)).is_err());
+        let policy = IdentityPolicy {
+            map,
+            ..Default::default()
+        };
+        assert!(policy.authorize_principals(&cache.of(&a).unwrap(), "alice").is_ok());
+        assert!(policy.authorize_principals(&cache.of(&a).unwrap(), "bob").is_err());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! | console client | none | `ca-ui.crt` or `ca.crt` + host name | 1.2, 1.3 |
 //!
 //! Every config is new per certificate generation, with its own session
-//! cache: a session from before a reload (e.g. before a CRL revoked its
+//! cache and its own cache of verified client chains
+//! ([`crate::verify_cache`]): a session from before a reload (e.g. before a CRL revoked its
 //! client certificate) can never be resumed after it. The SQL listener
 //! resumes no sessions at all (its clients never try).
 
@@ -27,6 +28,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use crate::material::TlsMaterial;
 use crate::principal::IdentityPolicy;
 use crate::provider::{provider, TLS12_AND_13, TLS13_ONLY};
+use crate::verify_cache::CachingClientVerifier;
 use crate::TlsError;
 
 /// ALPN protocol id of node-to-node RPC (gRPC over HTTP/2).
@@ -54,10 +56,13 @@ fn client_verifier(
     if optional {
         b = b.allow_unauthenticated();
     }
-    b.build().map_err(|e| TlsError::Config {
+    let inner = b.build().map_err(|e| TlsError::Config {
         role: "client verification",
         source: rustls::Error::General(e.to_string()),
-    })
+    })?;
+    // Remembers accepted chains for this generation's roots and CRLs only:
+    // the next reload builds a new verifier with an empty cache.
+    Ok(Arc::new(CachingClientVerifier::new(inner)))
 }
 
 fn server_verifier(
