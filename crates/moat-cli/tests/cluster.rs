@@ -604,3 +604,47 @@ fn ddl_inside_a_transaction_commits() {
     assert_eq!(c.query(2, "SELECT count(*) FROM d"), "1");
     assert_eq!(c.query(2, "SELECT count(*) FROM e"), "1");
 }
+
+/// `start-single-node` is a cluster of one: a node asking to join it is
+/// refused with the reason, and it keeps serving alone. (Its reads skip the
+/// Raft read index, which is sound only because no other node can ever vote.)
+#[test]
+fn a_single_node_takes_no_other_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::create(tmp.path(), "alone");
+    let home = tmp.path().join("home");
+    let mut alone = Node::single(tmp.path(), "alone", free_port(), &pki.certs);
+    alone.spawn();
+    let out = psql_at(alone.port, &pki.certs, &home, "CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    assert!(out.status.success(), "{}", text(&out));
+    let mut other = Node::new(tmp.path(), "other", free_port(), &pki.certs, &alone.addr(), &[]);
+    other.spawn();
+    let refused = wait_until(Duration::from_secs(20), || {
+        other.log_text().contains("takes no other nodes")
+    });
+    assert!(refused, "{}", tail(&other.log_text(), 30));
+    assert!(
+        alone.log_text().contains("refused a node that asked to join"),
+        "{}",
+        tail(&alone.log_text(), 30)
+    );
+    // Reads see every acknowledged write, one connection after another.
+    for i in 1..=20 {
+        let out = psql_at(alone.port, &pki.certs, &home, &format!("INSERT INTO t VALUES ({i})"));
+        assert!(out.status.success(), "{}", text(&out));
+        let out = psql_at(alone.port, &pki.certs, &home, "SELECT count(*) FROM t");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            i.to_string(),
+            "{}",
+            text(&out)
+        );
+    }
+    let out = psql_at(alone.port, &pki.certs, &home, "SHOW NODES");
+    let nodes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(nodes.lines().filter(|l| !l.is_empty()).count(), 1, "{nodes}");
+    assert!(
+        other.running(),
+        "the refused node waits (it may be meant for another cluster)"
+    );
+}

@@ -212,6 +212,8 @@ pub struct Node {
     pub join: String,
     /// More flags (e.g. --snapshot-logs 20).
     pub extra: Vec<String>,
+    /// `moat start-single-node` instead of `moat start --join`.
+    pub alone: bool,
     child: Option<Child>,
 }
 
@@ -225,8 +227,16 @@ impl Node {
             log: dir.join(format!("{name}.log")),
             join: join.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            alone: false,
             child: None,
         }
+    }
+
+    /// A `moat start-single-node` node (not started).
+    pub fn single(dir: &Path, name: &str, port: u16, certs: &Path) -> Node {
+        let mut n = Node::new(dir, name, port, certs, "", &[]);
+        n.alone = true;
+        n
     }
 
     /// `127.0.0.1:port`.
@@ -237,11 +247,13 @@ impl Node {
     /// The `moat start` command line of this node.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_moat"));
-        cmd.args(["start", "--certs-dir", p(&self.certs), "--store", p(&self.store)])
-            .args(["--listen-addr", &self.addr(), "--http-addr", "127.0.0.1:0"])
-            .args(["--join", &self.join])
-            .args(&self.extra)
-            .env("RUST_LOG", RUST_LOG);
+        cmd.arg(if self.alone { "start-single-node" } else { "start" })
+            .args(["--certs-dir", p(&self.certs), "--store", p(&self.store)])
+            .args(["--listen-addr", &self.addr(), "--http-addr", "127.0.0.1:0"]);
+        if !self.alone {
+            cmd.args(["--join", &self.join]);
+        }
+        cmd.args(&self.extra).env("RUST_LOG", RUST_LOG);
         cmd
     }
 

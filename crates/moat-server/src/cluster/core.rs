@@ -154,6 +154,8 @@ pub struct Core {
     started_at: OffsetDateTime,
     liveness: Mutex<HashMap<NodeId, (Instant, NodeInfo)>>,
     http_addr: OnceLock<String>,
+    /// See [`Core::reads_are_local`].
+    local_reads: std::sync::atomic::AtomicBool,
 }
 
 fn unavailable() -> SqlError {
@@ -197,6 +199,7 @@ impl Core {
             started_at,
             liveness: Mutex::new(HashMap::new()),
             http_addr: OnceLock::new(),
+            local_reads: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -354,6 +357,14 @@ impl Core {
     /// A node asks to join: the leader allocates its id, adds it as a
     /// learner, and promotes it to voter once it has caught up.
     pub async fn handle_join(&self, req: JoinRequest, peer: SocketAddr) -> JoinReply {
+        if self.cfg.single_node {
+            tracing::warn!(%peer, addr = %req.addr, "refused a node that asked to join: this node runs alone");
+            return JoinReply::Refused(
+                "this node was started with `moat start-single-node` and takes no other nodes; \
+                 to run a cluster, start every node with `moat start --join` and run `moat init` once"
+                    .into(),
+            );
+        }
         let Some(raft) = self.raft.get() else {
             return JoinReply::Refused("the cluster is not initialised yet (run `moat init`)".into());
         };
@@ -610,10 +621,18 @@ impl Core {
             let Some(raft) = self.raft.get() else {
                 return Ok(());
             };
+            if self.reads_are_local(raft) {
+                return Ok(());
+            }
             let target = match leader_hint.take() {
                 Some(l) => Some(l),
                 None => match raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(()),
+                    Ok(_) => {
+                        if self.cfg.single_node {
+                            self.local_reads.store(true, std::sync::atomic::Ordering::Release);
+                        }
+                        return Ok(());
+                    }
                     Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => f.leader_node.map(|n| n.addr),
                     Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => None,
                     Err(e) => return Err(SqlError::new("XX000", format!("read barrier: {e}"))),
@@ -636,6 +655,25 @@ impl Core {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether a read may skip the leader's read index: only on a node
+    /// started alone (`start-single-node`, which refuses every join, so no
+    /// other node can ever vote or lead), once it has passed one read index
+    /// as leader (what was committed before it became leader is applied),
+    /// while it is still the leader and the only voter. Then every write
+    /// was applied here before it was acknowledged, and the local store is
+    /// the linearizable state.
+    fn reads_are_local(&self, raft: &Raft) -> bool {
+        if !self.cfg.single_node || !self.local_reads.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let Some(me) = self.node_id.get().copied() else {
+            return false;
+        };
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.membership_config.membership().voter_ids().eq([me])
     }
 
     /// What this node tells others about itself.
