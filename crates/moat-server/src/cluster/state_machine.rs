@@ -230,12 +230,16 @@ impl Inner {
                         crate::sql::session::run_raw(&self.conn, &s.sql, &params)
                     });
                     match r {
-                        Ok(out) => {
+                        Ok(mut out) => {
                             if let Some(expect) = s.expect {
                                 if out.fingerprint() != expect {
                                     failure = Some(WireError::from(&restart_error()));
                                     break;
                                 }
+                            }
+                            if s.read {
+                                // Validated; its rows are not sent back.
+                                out.rows = None;
                             }
                             outs.push(out);
                         }

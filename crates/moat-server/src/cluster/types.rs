@@ -81,6 +81,11 @@ pub struct SqlStmt {
     /// refuses the whole transaction (SQLSTATE 40001) instead of committing
     /// something the client never saw.
     pub expect: Option<u64>,
+    /// A read of the transaction (validated, never replayed for its effects):
+    /// committing checks that it would still return what the client saw, so
+    /// the whole transaction is as if it ran at its place in the log.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read: bool,
 }
 
 /// A write, replicated through the log and applied by every node in order.

@@ -995,11 +995,12 @@ impl Engine {
     /// instead and replicates its writes as one log entry (all or nothing,
     /// refused with 40001 if a replica would see other results).
     fn commit_sqlite(&mut self) -> Result<(), SqlError> {
-        if self.repl.is_some() && self.txlog.is_empty() {
+        if self.repl.is_some() && !self.tx_has_writes() {
             // Nothing was written; no SQLite transaction is open in a cluster.
+            let r = self.validate_reads();
             self.rollback_sqlite();
             self.clear_txlog();
-            return Ok(());
+            return r;
         }
         let Some(repl) = self.repl.clone().filter(|_| !self.txlog.is_empty()) else {
             let r = self.batch("COMMIT");
@@ -1028,6 +1029,80 @@ impl Engine {
         }
     }
 
+    /// Whether the transaction has written anything (in a cluster).
+    fn tx_has_writes(&self) -> bool {
+        self.txlog.iter().any(|s| !s.read)
+    }
+
+    /// A read-only transaction in a cluster: its reads ran one after
+    /// another on the latest data, so each saw its own moment. At COMMIT they
+    /// run again, together in one SQLite read transaction after a read
+    /// barrier: if each returns what the client saw, the transaction is as if
+    /// it ran at that one moment (serializable); otherwise 40001. One read
+    /// alone needs no check.
+    fn validate_reads(&mut self) -> Result<(), SqlError> {
+        let Some(repl) = self.repl.clone() else {
+            return Ok(());
+        };
+        if self.txlog.len() < 2 {
+            return Ok(());
+        }
+        let Some(ctx) = self.tx_ctx else {
+            return Ok(());
+        };
+        repl.read_barrier()?;
+        let log = std::mem::take(&mut self.txlog);
+        self.batch("BEGIN")?;
+        let r = (|| {
+            for (i, s) in log.iter().enumerate() {
+                let params: Vec<Value> = s.params.iter().cloned().map(Into::into).collect();
+                let conn = self.conn()?;
+                let out = with_context(ctx.nth(i as u64), || run_raw(conn, &s.sql, &params))
+                    .map_err(|e| self.sqlite_err(e))?;
+                if Some(out.fingerprint()) != s.expect {
+                    metrics::counter!("sql.txn.read_validation_failures").increment(1);
+                    return Err(crate::cluster::state_machine::restart_error());
+                }
+            }
+            Ok(())
+        })();
+        self.rollback_sqlite();
+        r
+    }
+
+    /// Runs a read of a cluster transaction and records it for COMMIT to
+    /// validate (see [`SqlStmt::read`]); after writes, on top of them.
+    /// Reads on a connection holding temporary objects or pragma settings
+    /// (which exist only in this session) are not recorded.
+    fn transaction_read(
+        &mut self,
+        repl: &Arc<dyn Replicator>,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<RawOut, SqlError> {
+        let ctx = *self.tx_ctx.get_or_insert_with(|| Context::fresh(repl.node_id()));
+        let i = self.txlog.len() as u64;
+        let out = if self.tx_has_writes() {
+            self.with_replayed(|eng| {
+                let conn = eng.conn()?;
+                with_context(ctx.nth(i), || run_raw(conn, sql, params)).map_err(|e| eng.sqlite_err(e))
+            })?
+        } else {
+            lock(&self.denied).take();
+            let conn = self.conn()?;
+            with_context(ctx.nth(i), || run_raw(conn, sql, params)).map_err(|e| self.sqlite_err(e))?
+        };
+        if !self.conn.as_ref().is_some_and(|c| c.pinned()) {
+            self.txlog.push(SqlStmt {
+                sql: sql.to_string(),
+                params: params.iter().map(SqlValue::from).collect(),
+                expect: Some(out.fingerprint()),
+                read: true,
+            });
+        }
+        Ok(out)
+    }
+
     /// Whether statements run inside a transaction (explicit or implicit).
     fn in_transaction(&self) -> bool {
         self.implicit || self.tx() != Tx::Idle
@@ -1046,6 +1121,7 @@ impl Engine {
                     sql: sql.to_string(),
                     params: values,
                     expect: None,
+                    read: false,
                 }],
             };
             return match repl.write(cmd)? {
@@ -1067,6 +1143,7 @@ impl Engine {
             sql: sql.to_string(),
             params: values,
             expect: Some(out.fingerprint()),
+            read: false,
         });
         Ok(out)
     }
@@ -1085,7 +1162,8 @@ impl Engine {
         let ctx = self.tx_ctx;
         let r = (|| {
             if let Some(ctx) = ctx {
-                for (i, s) in log.iter().enumerate() {
+                // Reads have no effect to replay (COMMIT validates them).
+                for (i, s) in log.iter().enumerate().filter(|(_, s)| !s.read) {
                     let params: Vec<Value> = s.params.iter().cloned().map(Into::into).collect();
                     let conn = self.conn()?;
                     let out = with_context(ctx.nth(i as u64), || run_raw(conn, &s.sql, &params))
@@ -1794,12 +1872,10 @@ impl Engine {
                 if !self.barrier_done {
                     repl.read_barrier()?;
                 }
-            } else if !self.txlog.is_empty() {
-                // Reads see the transaction's own writes.
-                let out = self.with_replayed(|eng| {
-                    let conn = eng.conn()?;
-                    run_raw(conn, &sql, params).map_err(|e| eng.sqlite_err(e))
-                })?;
+            } else {
+                // Reads see the transaction's own writes, and are validated
+                // at COMMIT.
+                let out = self.transaction_read(&repl, &sql, params)?;
                 return self.outcome(p, verb, out, frozen, param_types);
             }
         }
