@@ -18,7 +18,8 @@ pub struct InitArgs {
     /// The certs directory: ca.crt and client.root.crt/.key (or node.crt/.key).
     #[arg(long, env = "MOAT_CERTS_DIR", hide_env_values = true)]
     certs_dir: std::path::PathBuf,
-    /// The node to initialise: HOST:PORT (its SQL/RPC port).
+    /// The node to initialise: HOST:PORT (its --listen-addr, where it
+    /// serves node-to-node RPC; not a --sql-addr).
     #[arg(long, env = "MOAT_HOST", default_value = "localhost:26257")]
     host: String,
     /// How long to keep trying while the node is not reachable yet.
@@ -75,10 +76,25 @@ pub fn run(args: InitArgs) -> Result<()> {
         }
         Ok(InitReply::AlreadyInitialized) => bail!("cluster has already been initialized ({host})"),
         Ok(InitReply::Failed(e)) => bail!("{host}: initialisation failed: {e}"),
+        Err(e) if closed_by_peer(&e) => bail!(
+            "cannot initialise the cluster: {host} closed the connection ({e}); if {host} is the node's --sql-addr, \
+             give --host its --listen-addr (the RPC port) instead"
+        ),
         Err(e) => bail!("cannot initialise the cluster: {e}"),
     }
 }
 
 fn is_unreachable(e: &str) -> bool {
-    e.contains("onnection refused") || e.contains("tcp connect") || e.contains("transport error")
+    // A node that answers and then hangs up is reachable: no point waiting.
+    (e.contains("onnection refused") || e.contains("tcp connect") || e.contains("transport error"))
+        && !closed_by_peer(&e)
+}
+
+/// Whether the node hung up after the TLS handshake (what a port that serves
+/// SQL only does to an RPC client).
+fn closed_by_peer(e: &impl std::fmt::Display) -> bool {
+    let text = e.to_string();
+    ["close_notify", "connection reset", "Connection reset", "broken pipe"]
+        .iter()
+        .any(|s| text.contains(s))
 }

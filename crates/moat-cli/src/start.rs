@@ -1,5 +1,5 @@
 //! `moat start` and `moat start-single-node`: a secure node serving SQL and
-//! node-to-node RPC over TLS on one port.
+//! node-to-node RPC over TLS on one port (or SQL on its own `--sql-addr`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -38,7 +38,8 @@ pub struct StartArgs {
     /// Directory of the node's data (created 0700 if missing).
     #[arg(long)]
     store: PathBuf,
-    /// Address for SQL connections: HOST:PORT, HOST or :PORT.
+    /// Address for node-to-node RPC and, unless --sql-addr is given, SQL
+    /// connections: HOST:PORT, HOST or :PORT.
     #[arg(long, default_value = ":26257")]
     listen_addr: String,
     /// A separate address for SQL clients: HOST:PORT, HOST or :PORT (then

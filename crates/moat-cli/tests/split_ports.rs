@@ -454,6 +454,9 @@ fn cluster_node_is_initialised_on_its_rpc_port() {
         text(&out)
     );
     assert!(!text(&out).contains("successfully initialized"), "{}", text(&out));
+    // It fails at once and says which port to use.
+    assert!(text(&out).contains("give --host its --listen-addr"), "{}", text(&out));
+    assert!(!text(&out).contains("waiting for"), "{}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
     n.expect_logged(
         before,
