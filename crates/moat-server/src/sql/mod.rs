@@ -139,7 +139,7 @@ pub(crate) mod intercept;
 mod lexer;
 mod rewrite;
 pub(crate) mod session;
-mod types;
+pub(crate) mod types;
 
 pub use error::SqlError;
 pub use handlers::{Parser, QueryHandlers};

@@ -772,9 +772,7 @@ fn now_text() -> String {
 fn random_uuid() -> String {
     let mut b = [0u8; 16];
     crate::determinism::fill_random(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    types::uuid_text(&b)
+    types::uuid_v4_text(b)
 }
 
 fn unique_rowid() -> i64 {

@@ -730,6 +730,14 @@ fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// A version-4 UUID's text from 16 random bytes (the version and variant
+/// bits are set here).
+pub fn uuid_v4_text(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid_text(&b)
+}
+
 /// The text form of a UUID.
 pub fn uuid_text(b: &[u8; 16]) -> String {
     let h = hex(b);
