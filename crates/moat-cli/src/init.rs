@@ -90,11 +90,23 @@ fn is_unreachable(e: &str) -> bool {
         && !closed_by_peer(&e)
 }
 
-/// Whether the node hung up after the TLS handshake (what a port that serves
-/// SQL only does to an RPC client).
+/// Whether the node accepted the TCP connection and then hung up (what a
+/// port that serves SQL only does to an RPC client), rather than not being
+/// there yet.
 fn closed_by_peer(e: &impl std::fmt::Display) -> bool {
     let text = e.to_string();
-    ["close_notify", "connection reset", "Connection reset", "broken pipe"]
-        .iter()
-        .any(|s| text.contains(s))
+    if text.contains("onnection refused") || text.contains("tcp connect") || text.contains("dns error") {
+        return false;
+    }
+    [
+        "transport error",
+        "close_notify",
+        "connection closed",
+        "onnection reset",
+        "roken pipe",
+        "unexpected EOF",
+        "UnexpectedEof",
+    ]
+    .iter()
+    .any(|s| text.contains(s))
 }
