@@ -297,6 +297,26 @@ async fn reads_are_validated_at_commit() {
             n + 1
         );
     }
+
+    // A read under a savepoint that is rolled back was still seen by the
+    // client: it is validated too (bob and carol are on call; carol leaves
+    // meanwhile, so bob may not).
+    let out = psql_script(
+        &c,
+        0,
+        "savepoint-read.sql",
+        "BEGIN;\nSAVEPOINT s;\nSELECT count(*) FROM oncall WHERE on_call = 1;\nROLLBACK TO SAVEPOINT s;\n{between}\n\
+         UPDATE oncall SET on_call = 0 WHERE doctor = 'bob';\nCOMMIT;\n",
+        "UPDATE oncall SET on_call = 0 WHERE doctor = 'carol'",
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a rolled-back savepoint's read escaped validation: {err}"
+    );
+    assert!(err.contains("restart transaction"), "{err}");
+    assert_eq!(c.sql(1, "SELECT doctor FROM oncall WHERE on_call = 1").await, "bob");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1631,7 +1631,14 @@ impl Engine {
                     }
                     _ => {
                         if let Some(i) = found {
-                            self.txlog.truncate(self.savepoints[i].1);
+                            // Reads made before the first write after the
+                            // savepoint saw nothing that is now undone: the
+                            // client saw them, so COMMIT still validates them
+                            // (at the same places in the log).
+                            let at = self.savepoints[i].1;
+                            let kept: Vec<SqlStmt> = self.txlog[at..].iter().take_while(|s| s.read).cloned().collect();
+                            self.txlog.truncate(at);
+                            self.txlog.extend(kept);
                             self.savepoints.truncate(i + 1);
                         }
                     }
