@@ -6,6 +6,8 @@
 //! `target/test-artifacts/`). Every wait is bounded; every child process is
 //! killed when its test ends.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -20,12 +22,13 @@ use moat_server::http::{self, ConsoleOptions, HttpContext, HttpServer};
 use moat_server::users;
 use moat_tls::principal::IdentityPolicy;
 use moat_tls::store::{CertStore, StoreRole};
+use support::{run, NodeDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "correct horse battery";
 
 struct Console {
-    tmp: tempfile::TempDir,
+    dir: NodeDir,
     store: Arc<CertStore>,
     db: Arc<Database>,
     server: HttpServer,
@@ -37,14 +40,9 @@ impl Console {
     }
 
     async fn start_with(opts: ConsoleOptions) -> Console {
-        let tmp = tempfile::tempdir().unwrap();
-        let certs = tmp.path().join("certs");
-        let o = CreateOptions::new(&certs, tmp.path().join("ca.key"));
-        ops::create_ca(&o, Profile::Ca, false).unwrap();
-        ops::create_node(&o, &["localhost".into(), "127.0.0.1".into()]).unwrap();
-        ops::create_client(&o, "root", false).unwrap();
-        let store = CertStore::open(&certs, StoreRole::Node, IdentityPolicy::default()).unwrap();
-        let db = Arc::new(Database::open(&tmp.path().join("store")).unwrap());
+        let dir = NodeDir::new(&["root"]);
+        let store = CertStore::open(&dir.certs(), StoreRole::Node, IdentityPolicy::default()).unwrap();
+        let db = Arc::new(Database::open(&dir.store()).unwrap());
         {
             let conn = db.connect().unwrap();
             for sql in [
@@ -66,11 +64,7 @@ impl Console {
         let server = http::serve_with(ctx, "127.0.0.1:0".parse().unwrap(), opts)
             .await
             .unwrap();
-        Console { tmp, store, db, server }
-    }
-
-    fn certs(&self) -> PathBuf {
-        self.tmp.path().join("certs")
+        Console { dir, store, db, server }
     }
 
     fn port(&self) -> u16 {
@@ -78,7 +72,7 @@ impl Console {
     }
 
     fn ca(&self) -> String {
-        self.certs().join("ca.crt").display().to_string()
+        self.dir.ca_crt().display().to_string()
     }
 
     /// `https://localhost:PORT` (with `--resolve` added by [`Console::curl`]).
@@ -153,14 +147,6 @@ impl Curl {
     }
 }
 
-async fn run(cmd: &mut tokio::process::Command, limit: Duration) -> std::process::Output {
-    cmd.kill_on_drop(true).stdin(Stdio::null());
-    tokio::time::timeout(limit, cmd.output())
-        .await
-        .expect("child process hung")
-        .expect("child process failed to start")
-}
-
 /// `curl -sS -i ARGS`, with every header and the body parsed.
 async fn curl(args: &[&str]) -> Curl {
     let mut cmd = tokio::process::Command::new("curl");
@@ -218,14 +204,7 @@ async fn https_by_name_and_ip_and_a_foreign_ca_is_refused() {
     assert_eq!(r.status, 200, "by IP: {r:?}");
 
     // Another cluster's CA (same subject, another key) must not verify us.
-    let other = c.tmp.path().join("other");
-    ops::create_ca(
-        &CreateOptions::new(&other, c.tmp.path().join("other-ca.key")),
-        Profile::Ca,
-        false,
-    )
-    .unwrap();
-    let foreign = other.join("ca.crt").display().to_string();
+    let foreign = support::other_ca(&c.dir.path().join("other")).display().to_string();
     let r = curl(&["--cacert", &foreign, &by_ip]).await;
     assert_eq!(r.code, Some(60), "a foreign CA must fail verification: {r:?}");
     assert!(r.stderr.contains("certificate"), "{}", r.stderr);
@@ -444,12 +423,12 @@ async fn ui_certificate_is_served_after_a_reload() {
     let c = Console::start().await;
     let resolve = format!("console.example:{}:127.0.0.1", c.port());
     let url = format!("https://console.example:{}/health", c.port());
-    let ui_ca = c.certs().join("ca-ui.crt").display().to_string();
+    let ui_ca = c.dir.certs().join("ca-ui.crt").display().to_string();
     // node.crt does not name console.example.
     let r = curl(&["--cacert", &c.ca(), "--resolve", &resolve, &url]).await;
     assert_eq!(r.code, Some(60), "{r:?}");
 
-    let o = CreateOptions::new(c.certs(), c.tmp.path().join("ca-ui.key"));
+    let o = CreateOptions::new(c.dir.certs(), c.dir.path().join("ca-ui.key"));
     ops::create_ca(&o, Profile::UiCa, false).unwrap();
     ops::create_ui(&o, &["console.example".into()]).unwrap();
     c.store.reload("test").unwrap();
@@ -486,30 +465,11 @@ async fn console_session_over_sql_for_root_only() {
     }
     let c = Console::start().await;
     // A SQL node on the same certs directory and store.
-    let cfg = moat_server::node::NodeConfig::new(c.certs(), c.tmp.path().join("store"), "127.0.0.1:0".parse().unwrap());
-    let node = moat_server::node::start(cfg).await.unwrap();
-    let home = c.tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
+    let node = moat_server::node::start(c.dir.node_config()).await.unwrap();
     let psql = |user: &str, sql: &str| {
-        let certs = c.certs();
-        let mut conn = format!(
-            "host=localhost port={} user={user} dbname=defaultdb connect_timeout=10 sslmode=verify-full sslrootcert={}",
-            node.sql_addr.port(),
-            certs.join("ca.crt").display()
-        );
-        if user == "root" {
-            conn.push_str(&format!(
-                " sslcert={} sslkey={}",
-                certs.join("client.root.crt").display(),
-                certs.join("client.root.key").display()
-            ));
-        }
-        let mut cmd = tokio::process::Command::new("psql");
-        cmd.args([&conn, "-X", "-A", "-t", "-c", sql])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &home)
-            .env("PGPASSWORD", PASSWORD);
+        let cert = if user == "root" { Some("root") } else { None };
+        let mut cmd = c.dir.psql(node.sql_addr.port(), user, cert, "");
+        cmd.args(["-c", sql]).env("PGPASSWORD", PASSWORD);
         async move { run(&mut cmd, Duration::from_secs(30)).await }
     };
     let out = psql("root", "SELECT moat_create_console_session('alice', '10m')").await;
@@ -529,14 +489,7 @@ async fn console_session_over_sql_for_root_only() {
 async fn metrics_in_prometheus_text_format() {
     let c = Console::start().await;
     // Things to count: a refused handshake (foreign CA) and a login.
-    let other = c.tmp.path().join("other");
-    ops::create_ca(
-        &CreateOptions::new(&other, c.tmp.path().join("other-ca.key")),
-        Profile::Ca,
-        false,
-    )
-    .unwrap();
-    let foreign = other.join("ca.crt").display().to_string();
+    let foreign = support::other_ca(&c.dir.path().join("other")).display().to_string();
     let _ = curl(&["--cacert", &foreign, &format!("https://127.0.0.1:{}/health", c.port())]).await;
     assert_eq!(c.login("alice", PASSWORD, "/").await.status, 303);
     c.store.reload("test").unwrap();
@@ -584,7 +537,7 @@ async fn metrics_in_prometheus_text_format() {
         eprintln!("SKIPPED promtool check: promtool is not installed (Debian package prometheus; scripts/test.sh installs it)");
         return;
     }
-    let file = c.tmp.path().join("vars.txt");
+    let file = c.dir.path().join("vars.txt");
     std::fs::write(&file, &text).unwrap();
     let mut cmd = tokio::process::Command::new("sh");
     cmd.args(["-c", &format!("promtool check metrics < {}", file.display())]);
@@ -882,31 +835,26 @@ async fn chromium_logs_in_and_shows_the_certificates() {
     // Something for every colour: a client certificate expiring in 12 days,
     // a broken one (client certificates may be broken without stopping a
     // load), a CRL revoking a third; then a refused reload (a broken ui.crt).
-    let mut o = CreateOptions::new(c.certs(), c.tmp.path().join("ca.key"));
+    let mut o = CreateOptions::new(c.dir.certs(), c.dir.ca_key());
     o.lifetime = Some(time::Duration::days(12));
     ops::create_client(&o, "alice", false).unwrap();
-    ops::create_client(
-        &CreateOptions::new(c.certs(), c.tmp.path().join("ca.key")),
-        "dave",
-        false,
-    )
-    .unwrap();
+    ops::create_client(&CreateOptions::new(c.dir.certs(), c.dir.ca_key()), "dave", false).unwrap();
     ops::revoke(&ops::RevokeOptions::new(
-        c.certs(),
-        c.tmp.path().join("ca.key"),
-        ops::RevokeTarget::Cert(c.certs().join("client.dave.crt")),
+        c.dir.certs(),
+        c.dir.ca_key(),
+        ops::RevokeTarget::Cert(c.dir.certs().join("client.dave.crt")),
     ))
     .unwrap();
     std::fs::write(
-        c.certs().join("client.mallory.crt"),
+        c.dir.certs().join("client.mallory.crt"),
         "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
     c.store.reload("test").unwrap();
-    std::fs::write(c.certs().join("ui.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    std::fs::write(c.dir.certs().join("ui.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
     assert!(c.store.reload("test").is_err());
 
-    let browser = Browser::start(&spki_hash(&c.certs().join("node.crt"))).await;
+    let browser = Browser::start(&spki_hash(&c.dir.certs().join("node.crt"))).await;
     let mut cdp = Cdp::connect(&browser.page_ws().await).await;
     cdp.call("Page.enable", serde_json::json!({})).await;
     let login = c.url("/login?next=/certificates/local");

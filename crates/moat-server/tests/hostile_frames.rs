@@ -5,20 +5,20 @@
 //! gets FATAL 08P01 or a closed connection, no node task panics, and the node
 //! keeps serving a legitimate client.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use moat_pki::ops::{self, CreateOptions};
-use moat_pki::profile::Profile;
-use moat_server::node::{self, NodeConfig, RunningNode};
+use moat_server::node::{self, RunningNode};
 use moat_tls::material::TlsMaterial;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use support::{NodeDir, SSL_REQUEST};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
 /// `AuthenticationOk`: 'R', length 8, code 0.
 const AUTH_OK: [u8; 9] = [b'R', 0, 0, 0, 8, 0, 0, 0, 0];
 
@@ -53,7 +53,7 @@ fn node_panics() -> Vec<String> {
 }
 
 struct Node {
-    _tmp: tempfile::TempDir,
+    _dir: NodeDir,
     node: RunningNode,
     anon: Arc<ClientConfig>,
     root: Arc<ClientConfig>,
@@ -61,24 +61,19 @@ struct Node {
 
 async fn start(max_message_bytes: Option<usize>) -> Node {
     record_node_panics();
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    let o = CreateOptions::new(&certs, tmp.path().join("ca.key"));
-    ops::create_ca(&o, Profile::Ca, false).unwrap();
-    ops::create_node(&o, &["localhost".into(), "127.0.0.1".into()]).unwrap();
-    ops::create_client(&o, "root", false).unwrap();
-    let mut cfg = NodeConfig::new(&certs, tmp.path().join("store"), "127.0.0.1:0".parse().unwrap());
+    let dir = NodeDir::new(&["root"]);
+    let mut cfg = dir.node_config();
     cfg.handshake_timeout = Duration::from_secs(2);
     cfg.startup_timeout = Duration::from_secs(2);
     if let Some(m) = max_message_bytes {
         cfg.max_message_bytes = m;
     }
     let node = node::start(cfg).await.unwrap();
-    let material = TlsMaterial::load(&certs).unwrap();
+    let material = TlsMaterial::load(&dir.certs()).unwrap();
     let anon = Arc::new(moat_tls::roles::sql_client(&material, None).unwrap());
     let root = Arc::new(moat_tls::roles::sql_client(&material, Some("root")).unwrap());
     Node {
-        _tmp: tmp,
+        _dir: dir,
         node,
         anon,
         root,

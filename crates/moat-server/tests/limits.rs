@@ -3,39 +3,22 @@
 //! memory stays bounded while they are open, and sessions over the limit are
 //! refused with SQLSTATE 53300.
 
+mod support;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use moat_pki::ops::{self, CreateOptions};
-use moat_pki::profile::Profile;
-use moat_server::node::{self, NodeConfig};
+use moat_server::node;
+use support::{NodeDir, SSL_REQUEST};
 use tokio::io::AsyncWriteExt;
 
-fn certs(tmp: &std::path::Path) -> std::path::PathBuf {
-    let certs = tmp.join("certs");
-    let o = CreateOptions::new(&certs, tmp.join("ca.key"));
-    ops::create_ca(&o, Profile::Ca, false).unwrap();
-    ops::create_node(&o, &["localhost".into(), "127.0.0.1".into()]).unwrap();
-    ops::create_client(&o, "root", false).unwrap();
-    certs
-}
-
-fn psql_cmd(certs: &std::path::Path, port: u16, home: &std::path::Path, sql: Option<&str>) -> tokio::process::Command {
-    let conn = format!(
-        "host=localhost port={port} user=root dbname=defaultdb sslmode=verify-full connect_timeout=10 sslrootcert={} sslcert={} sslkey={}",
-        certs.join("ca.crt").display(),
-        certs.join("client.root.crt").display(),
-        certs.join("client.root.key").display()
-    );
-    let mut cmd = tokio::process::Command::new("psql");
-    cmd.arg(conn).args(["-X", "-A", "-t"]);
+/// psql as root by certificate, running `sql` or (None) reading commands
+/// from stdin.
+fn psql_cmd(dir: &NodeDir, port: u16, sql: Option<&str>) -> tokio::process::Command {
+    let mut cmd = dir.psql(port, "root", Some("root"), "");
     if let Some(s) = sql {
         cmd.args(["-c", s]);
     }
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home);
-    cmd.kill_on_drop(true);
     cmd
 }
 
@@ -51,16 +34,13 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_does_not_stop_a_legitimate_client() {
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = certs(tmp.path());
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let mut cfg = NodeConfig::new(&certs, tmp.path().join("store"), "127.0.0.1:0".parse().unwrap());
+    let dir = NodeDir::new(&["root"]);
+    let mut cfg = dir.node_config();
     cfg.handshake_timeout = Duration::from_secs(10);
     let n = node::start(cfg).await.unwrap();
     let port = n.sql_addr.port();
     // Warm up (first connection opens the database).
-    let out = psql_cmd(&certs, port, &home, Some("SELECT 1")).output().await.unwrap();
+    let out = psql_cmd(&dir, port, Some("SELECT 1")).output().await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let before = rss_kib();
@@ -69,18 +49,15 @@ async fn slowloris_does_not_stop_a_legitimate_client() {
         let mut s = tokio::net::TcpStream::connect(n.sql_addr).await.unwrap();
         // Half of them send an SSLRequest and then nothing; half send 3 bytes of it.
         if i % 2 == 0 {
-            s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap();
+            s.write_all(&SSL_REQUEST).await.unwrap();
         } else {
-            s.write_all(&[0, 0, 0]).await.unwrap();
+            s.write_all(&SSL_REQUEST[..3]).await.unwrap();
         }
         stalled.push(s);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let out = psql_cmd(&certs, port, &home, Some("SELECT 41 + 1"))
-        .output()
-        .await
-        .unwrap();
+    let out = psql_cmd(&dir, port, Some("SELECT 41 + 1")).output().await.unwrap();
     let took = started.elapsed();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
@@ -96,18 +73,15 @@ async fn slowloris_does_not_stop_a_legitimate_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_over_the_limit_get_53300() {
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = certs(tmp.path());
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let mut cfg = NodeConfig::new(&certs, tmp.path().join("store"), "127.0.0.1:0".parse().unwrap());
+    let dir = NodeDir::new(&["root"]);
+    let mut cfg = dir.node_config();
     cfg.max_connections = 2;
     let n = node::start(cfg).await.unwrap();
     let port = n.sql_addr.port();
     // Two interactive sessions that stay open (stdin kept open).
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut c = psql_cmd(&certs, port, &home, None)
+        let mut c = psql_cmd(&dir, port, None)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -118,7 +92,7 @@ async fn sessions_over_the_limit_get_53300() {
     }
     // Wait until both are in.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let out = psql_cmd(&certs, port, &home, Some("SELECT 1")).output().await.unwrap();
+    let out = psql_cmd(&dir, port, Some("SELECT 1")).output().await.unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("too many clients already"), "{err}");
@@ -127,6 +101,6 @@ async fn sessions_over_the_limit_get_53300() {
     drop(stdin);
     let _ = c.wait().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let out = psql_cmd(&certs, port, &home, Some("SELECT 1")).output().await.unwrap();
+    let out = psql_cmd(&dir, port, Some("SELECT 1")).output().await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -5,83 +5,12 @@
 //! Driven by tokio-postgres over a plaintext pgwire server with trust
 //! authentication (no cluster: the engine alone).
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use moat_server::db::Database;
-use moat_server::sql::QueryHandlers;
-use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::auth::StartupHandler;
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::PgWireServerHandlers;
-use tokio::net::TcpListener;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-
-struct Trust;
-impl NoopStartupHandler for Trust {}
-
-struct Conn {
-    q: Arc<QueryHandlers>,
-}
-
-impl PgWireServerHandlers for Conn {
-    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.q.clone()
-    }
-    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.q.clone()
-    }
-    fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(Trust)
-    }
-}
-
-struct Server {
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-async fn server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Database::open(&dir.path().join("store")).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { break };
-            let h = Conn {
-                q: Arc::new(QueryHandlers::new(db.clone(), None)),
-            };
-            tokio::spawn(async move {
-                let _ = pgwire::tokio::process_socket(tcp, None, h).await;
-            });
-        }
-    });
-    Server { addr, _dir: dir }
-}
-
-async fn connect(s: &Server, user: &str) -> Client {
-    let cfg = format!("host=127.0.0.1 port={} user={user} dbname=defaultdb", s.addr.port());
-    let (client, conn) = tokio_postgres::connect(&cfg, NoTls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
-async fn bounded<F: Future<Output = ()>>(f: F) {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .expect("test took too long");
-}
-
-fn code(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
-}
+use support::{bounded, code, connect, server};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// The first column of the first row of a simple query.
 async fn one(c: &Client, sql: &str) -> Option<String> {

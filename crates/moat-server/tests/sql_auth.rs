@@ -3,36 +3,29 @@
 //! logins, channel binding, HBA methods, and every refusal with its SQLSTATE
 //! and message.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::Output;
 
-use moat_pki::ops::{self, CreateOptions};
-use moat_pki::profile::Profile;
 use moat_server::hba::HbaConfig;
-use moat_server::node::{self, NodeConfig, RunningNode};
+use moat_server::node::{self, RunningNode};
+use support::NodeDir;
 
 struct Cluster {
-    tmp: tempfile::TempDir,
+    dir: NodeDir,
     node: RunningNode,
 }
 
 impl Cluster {
     async fn start(hba: Option<&str>, accept_plain: bool) -> Cluster {
-        let tmp = tempfile::tempdir().unwrap();
-        let certs = tmp.path().join("certs");
-        let o = CreateOptions::new(&certs, tmp.path().join("ca.key"));
-        ops::create_ca(&o, Profile::Ca, false).unwrap();
-        ops::create_node(&o, &["localhost".into(), "127.0.0.1".into()]).unwrap();
-        for u in ["root", "alice", "bob"] {
-            ops::create_client(&o, u, false).unwrap();
-        }
-        let mut cfg = NodeConfig::new(&certs, tmp.path().join("store"), "127.0.0.1:0".parse().unwrap());
+        let dir = NodeDir::new(&["root", "alice", "bob"]);
+        let mut cfg = dir.node_config();
         if let Some(h) = hba {
             cfg.hba = HbaConfig::parse(h).unwrap();
         }
         cfg.accept_sql_without_tls = accept_plain;
         let node = node::start(cfg).await.unwrap();
-        let c = Cluster { tmp, node };
+        let c = Cluster { dir, node };
         c.psql_ok(
             "root",
             Some("root"),
@@ -41,10 +34,6 @@ impl Cluster {
         )
         .await;
         c
-    }
-
-    fn certs(&self) -> PathBuf {
-        self.tmp.path().join("certs")
     }
 
     /// psql as `user`, with `cert` = Some(name of client.<name>.crt) or None,
@@ -57,38 +46,8 @@ impl Cluster {
         extra: &str,
         sql: &str,
     ) -> Output {
-        let home = self.tmp.path().join("home");
-        std::fs::create_dir_all(&home).unwrap();
-        let mut conn = format!(
-            "host=localhost port={} user={user} dbname=defaultdb connect_timeout=10 sslrootcert={}",
-            self.node.sql_addr.port(),
-            self.certs().join("ca.crt").display()
-        );
-        if let Some(c) = cert {
-            conn.push_str(&format!(
-                " sslcert={} sslkey={}",
-                self.certs().join(format!("client.{c}.crt")).display(),
-                self.certs().join(format!("client.{c}.key")).display()
-            ));
-        }
-        if !extra.contains("sslmode") {
-            conn.push_str(" sslmode=verify-full");
-        }
-        conn.push(' ');
-        conn.push_str(extra);
-        let mut cmd = tokio::process::Command::new("psql");
-        cmd.arg(conn)
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &home);
-        if let Some(p) = password {
-            cmd.env("PGPASSWORD", p);
-        }
-        tokio::time::timeout(std::time::Duration::from_secs(30), cmd.output())
-            .await
-            .expect("psql hung")
-            .unwrap()
+        let port = self.node.sql_addr.port();
+        self.dir.psql_output(port, user, cert, password, extra, sql).await
     }
 
     async fn psql_ok(&self, user: &str, cert: Option<&str>, password: Option<&str>, sql: &str) -> String {
@@ -110,10 +69,6 @@ impl Cluster {
         );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
-}
-
-fn pem_dir(p: &Path) -> String {
-    p.display().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,14 +119,13 @@ async fn refusals_with_their_reasons() {
     );
     // A CA that did not sign the node.
     let other = tempfile::tempdir().unwrap();
-    let o = CreateOptions::new(other.path().join("certs"), other.path().join("ca.key"));
-    ops::create_ca(&o, Profile::Ca, false).unwrap();
+    let other_ca = support::other_ca(other.path());
     let e = c
         .psql_err(
             "root",
             Some("root"),
             None,
-            &format!("sslrootcert={}/ca.crt", pem_dir(&other.path().join("certs"))),
+            &format!("sslrootcert={}", other_ca.display()),
         )
         .await;
     assert!(e.contains("certificate verify failed"), "{e}");
