@@ -7,14 +7,19 @@
 //! waiting in its queue in one transaction, with one fsync, then reports
 //! each as flushed (openraft's `LogFlushed` callback), so concurrent writes
 //! share fsyncs instead of queueing behind each other's.
+//!
+//! The newest entries are also kept in memory ([`Tail`]): applying and
+//! replicating an entry right after it was appended reads it from there,
+//! without a round trip to the log thread.
 
 // openraft's StorageError is large; it is its type, not ours.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -36,10 +41,52 @@ enum Op {
     Run(Job),
 }
 
-/// The log store; clones share the log thread.
+/// The log store; clones share the log thread and the tail.
 #[derive(Clone)]
 pub struct LogStore {
     ops: mpsc::Sender<Op>,
+    tail: Arc<Mutex<Tail>>,
+}
+
+/// The most recently appended entries, by index: what the state machine and
+/// replication read right after an append. Changed in the same order as the
+/// log thread's queue (at the call, before queueing), so a read sees every
+/// append, truncation and purge made before it.
+#[derive(Default)]
+struct Tail {
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+}
+
+impl Tail {
+    /// How many entries it keeps.
+    const CAPACITY: usize = 1024;
+
+    fn append(&mut self, entries: &[Entry<TypeConfig>]) {
+        for e in entries {
+            // An append at an index replaces what follows it (Raft
+            // truncates first, but never rely on it).
+            self.entries.split_off(&e.log_id.index);
+            self.entries.insert(e.log_id.index, e.clone());
+        }
+        while self.entries.len() > Self::CAPACITY {
+            self.entries.pop_first();
+        }
+    }
+
+    /// Entries `start..end` if all are here.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = *self.entries.keys().next()?;
+        let last = *self.entries.keys().next_back()?;
+        let end = end.unwrap_or(last + 1).min(last + 1);
+        if start < first || start > end {
+            return None;
+        }
+        Some(self.entries.range(start..end).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+fn lock_tail(t: &Mutex<Tail>) -> std::sync::MutexGuard<'_, Tail> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn read_err(e: impl ToString) -> StorageError<NodeId> {
@@ -160,7 +207,10 @@ impl LogStore {
             .name("moat-raft-log".into())
             .spawn(move || run_thread(conn, rx))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(LogStore { ops: tx })
+        Ok(LogStore {
+            ops: tx,
+            tail: Arc::default(),
+        })
     }
 
     /// Runs `f` on the log thread and waits for it (from synchronous code).
@@ -225,6 +275,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => Some(*e),
             Bound::Unbounded => None,
         };
+        if let Some(found) = lock_tail(&self.tail).get(start, end) {
+            return Ok(found);
+        }
         self.run(move |c| entries(c, start, end).map_err(read_err)).await
     }
 }
@@ -272,14 +325,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
         // A hint for restarts, not a promise: without an fsync, a crash
         // leaves an older committed id, which is always safe (never a newer
-        // one). Saves an fsync per commit.
-        self.run(move |c| {
-            let _ = c.pragma_update(None, "synchronous", "NORMAL");
-            let r = set_meta(c, "committed", &committed).map_err(write_err);
-            let _ = c.pragma_update(None, "synchronous", "FULL");
-            r
-        })
-        .await
+        // one). Saves an fsync per commit. Queued, not awaited: the thread
+        // writes it in order with everything else, and Raft need not wait
+        // for a hint (a thread round trip per commit).
+        self.ops
+            .send(Op::Run(Box::new(move |c| {
+                let _ = c.pragma_update(None, "synchronous", "NORMAL");
+                if let Err(e) = set_meta(c, "committed", &committed) {
+                    tracing::warn!("cannot record the committed log id (a restart hint): {e}");
+                }
+                let _ = c.pragma_update(None, "synchronous", "FULL");
+            })))
+            .map_err(|_| write_err("the Raft log thread has stopped"))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<NodeId>> {
@@ -292,10 +349,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut rows = Vec::new();
-        for e in entries {
-            rows.push((e.log_id.index, serde_json::to_vec(&e).map_err(write_err)?));
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let mut rows = Vec::with_capacity(entries.len());
+        for e in &entries {
+            rows.push((e.log_id.index, serde_json::to_vec(e).map_err(write_err)?));
         }
+        lock_tail(&self.tail).append(&entries);
         // Queued: the log thread writes it (with whatever else is queued)
         // and calls back once it is on disk.
         self.ops
@@ -304,6 +363,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
+        lock_tail(&self.tail).entries.split_off(&log_id.index);
         self.run(move |c| {
             c.execute("DELETE FROM log WHERE idx >= ?1", params![log_id.index as i64])
                 .map(|_| ())
@@ -313,6 +373,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
+        {
+            let mut tail = lock_tail(&self.tail);
+            let kept = tail.entries.split_off(&(log_id.index + 1));
+            tail.entries = kept;
+        }
         self.run(move |c| {
             set_meta(c, "last_purged", &log_id).map_err(write_err)?;
             c.execute("DELETE FROM log WHERE idx <= ?1", params![log_id.index as i64])
@@ -320,5 +385,80 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(write_err)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(v: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<(u64, u64)>> {
+        v.map(|v| v.iter().map(|e| (e.log_id.leader_id.term, e.log_id.index)).collect())
+    }
+
+    #[test]
+    fn the_tail_answers_only_what_it_fully_holds() {
+        let mut t = Tail::default();
+        assert_eq!(indexes(t.get(1, None)), None);
+        t.append(&[entry(1, 5), entry(1, 6), entry(1, 7)]);
+        assert_eq!(indexes(t.get(5, Some(7))), Some(vec![(1, 5), (1, 6)]));
+        assert_eq!(indexes(t.get(6, None)), Some(vec![(1, 6), (1, 7)]));
+        assert_eq!(indexes(t.get(7, Some(100))), Some(vec![(1, 7)]));
+        assert_eq!(indexes(t.get(8, None)), Some(vec![]), "nothing past the last entry");
+        assert_eq!(indexes(t.get(4, Some(6))), None, "index 4 is only on disk");
+        // A new leader's entry at 6 replaces 6 and 7.
+        t.append(&[entry(2, 6)]);
+        assert_eq!(indexes(t.get(5, None)), Some(vec![(1, 5), (2, 6)]));
+    }
+
+    #[test]
+    fn the_tail_is_bounded() {
+        let mut t = Tail::default();
+        let many: Vec<_> = (1..=(Tail::CAPACITY as u64 + 10)).map(|i| entry(1, i)).collect();
+        t.append(&many);
+        assert_eq!(t.entries.len(), Tail::CAPACITY);
+        assert_eq!(indexes(t.get(1, Some(3))), None);
+        assert_eq!(indexes(t.get(11, Some(12))), Some(vec![(1, 11)]));
+    }
+
+    #[tokio::test]
+    async fn truncate_and_purge_reach_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open(dir.path()).unwrap();
+        // Appends through the thread (the callback is openraft's; write the
+        // rows directly and mirror them in the tail as `append` does).
+        let rows: Vec<_> = (1..=5).map(|i| entry(1, i)).collect();
+        lock_tail(&log.tail).append(&rows);
+        let encoded: Rows = rows.iter().map(|e| (e.log_id.index, serde_json::to_vec(e).unwrap())).collect();
+        log.run(move |c| {
+            for (i, b) in &encoded {
+                c.execute("INSERT INTO log (idx, entry) VALUES (?1, ?2)", params![*i as i64, b])
+                    .map_err(write_err)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 4)).await.unwrap();
+        assert_eq!(
+            indexes(Some(log.try_get_log_entries(1..10).await.unwrap())),
+            Some(vec![(1, 1), (1, 2), (1, 3)])
+        );
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 2)).await.unwrap();
+        assert_eq!(
+            indexes(Some(log.try_get_log_entries(3..10).await.unwrap())),
+            Some(vec![(1, 3)])
+        );
+        // Purged entries are gone from memory and disk alike.
+        assert_eq!(indexes(Some(log.try_get_log_entries(1..3).await.unwrap())), Some(vec![]));
     }
 }
