@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Server CPU per TLS cert-auth connection of two moat binaries, interleaved in
-# one run (an A/B of a change to the connection path; bench/sql.sh compares
+# Server CPU per TLS cert-auth connection (or per transaction) of two moat
+# binaries, interleaved in one run: an A/B of a change (bench/sql.sh compares
 # moat with PostgreSQL). Each binary runs `start-single-node` on its own port
-# and store with the same certificates; `pgbench -n -C -f SELECT1 -c 4 -j 2`
-# drives each for SECS seconds, REPS times, alternating A and B.
+# and store with the same certificates; pgbench drives each for SECS seconds,
+# REPS times, alternating A and B. WORKLOAD=connect (default): `-n -C -f
+# SELECT1 -c 4 -j 2`, a new connection per transaction. WORKLOAD=kv: kept
+# connections, `-M extended`, bench/sql.sh's read + update of a random row of
+# a 1,000-row table.
 #
 #   bash bench/connect_ab.sh OLD_MOAT NEW_MOAT
 #
-# Prints, per repetition, the CPU ms per connection of each (utime+stime from
+# Prints, per repetition, the CPU ms per connection (transaction) of each (utime+stime from
 # /proc over connections) and the B/A ratio, then the medians. Needs pgbench
 # (postgresql-client-15). Works in a temporary directory, listens on
 # 127.0.0.1 only, stops its nodes on exit. SECS (10), REPS (5), KEY_TYPE
@@ -17,6 +20,7 @@ set -euo pipefail
 A="$(realpath "${1:?usage: connect_ab.sh OLD_MOAT NEW_MOAT}")"
 B="$(realpath "${2:?usage: connect_ab.sh OLD_MOAT NEW_MOAT}")"
 SECS="${SECS:-10}"
+WORKLOAD="${WORKLOAD:-connect}"
 REPS="${REPS:-5}"
 KEY_TYPE="${KEY_TYPE:-ecdsa-p256}"
 PGBENCH=/usr/lib/postgresql/15/bin/pgbench
@@ -43,6 +47,17 @@ export PGSSLMODE=verify-full PGSSLROOTCERT="$WORK/client/ca.crt" PGSSLCERT="$WOR
     PGSSLKEY="$WORK/client/client.root.key" PGHOST=localhost PGHOSTADDR=127.0.0.1 PGUSER=root \
     PGDATABASE=defaultdb PGGSSENCMODE=disable PGCONNECT_TIMEOUT=20
 printf 'SELECT 1;\n' >"$WORK/select1.sql"
+cat >"$WORK/kv.sql" <<'EOF2'
+\set k random(1, 1000)
+\set r random(1, 1000000000)
+SELECT v FROM kv WHERE k = :k;
+UPDATE kv SET v = :r WHERE k = :k;
+EOF2
+case "$WORKLOAD" in
+connect) PGBENCH_ARGS=(-n -C -f "$WORK/select1.sql") ;;
+kv) PGBENCH_ARGS=(-n -M extended -f "$WORK/kv.sql") ;;
+*) echo "WORKLOAD is connect or kv" >&2; exit 2 ;;
+esac
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -63,18 +78,24 @@ start() { # name binary -> "pid port"
 read -r PA PORTA < <(start a "$A")
 read -r PB PORTB < <(start b "$B")
 PIDS=("$PA" "$PB")
+if [ "$WORKLOAD" = kv ]; then
+    for port in "$PORTA" "$PORTB"; do
+        psql -X -q -v ON_ERROR_STOP=1 -p "$port" -c "CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)" \
+            -c "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 1000) INSERT INTO kv SELECT i, 'v' FROM s"
+    done
+fi
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # pid port -> ms per connection
     local t0 t1 n
     t0="$(ticks "$1")"
-    n="$(PGPORT="$2" "$PGBENCH" -n -C -f "$WORK/select1.sql" -T "$SECS" -c 4 -j 2 2>&1 |
+    n="$(PGPORT="$2" "$PGBENCH" "${PGBENCH_ARGS[@]}" -T "$SECS" -c 4 -j 2 2>&1 |
         sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')"
     t1="$(ticks "$1")"
     awk -v t="$((t1 - t0))" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t * 1000 / hz / n }'
 }
 
-printf 'rep\tA ms/conn\tB ms/conn\tB/A\n'
+printf 'rep\tA ms/%s\tB ms/%s\tB/A\n' "$WORKLOAD" "$WORKLOAD"
 ra=()
 rb=()
 for rep in $(seq "$REPS"); do
