@@ -15,9 +15,9 @@
 // openraft's StorageError is large; it is its type, not ours.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -438,7 +438,10 @@ mod tests {
         // rows directly and mirror them in the tail as `append` does).
         let rows: Vec<_> = (1..=5).map(|i| entry(1, i)).collect();
         lock_tail(&log.tail).append(&rows);
-        let encoded: Rows = rows.iter().map(|e| (e.log_id.index, serde_json::to_vec(e).unwrap())).collect();
+        let encoded: Rows = rows
+            .iter()
+            .map(|e| (e.log_id.index, serde_json::to_vec(e).unwrap()))
+            .collect();
         log.run(move |c| {
             for (i, b) in &encoded {
                 c.execute("INSERT INTO log (idx, entry) VALUES (?1, ?2)", params![*i as i64, b])
@@ -459,6 +462,9 @@ mod tests {
             Some(vec![(1, 3)])
         );
         // Purged entries are gone from memory and disk alike.
-        assert_eq!(indexes(Some(log.try_get_log_entries(1..3).await.unwrap())), Some(vec![]));
+        assert_eq!(
+            indexes(Some(log.try_get_log_entries(1..3).await.unwrap())),
+            Some(vec![])
+        );
     }
 }
