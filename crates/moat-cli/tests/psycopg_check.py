@@ -48,4 +48,16 @@ with psycopg.connect(dsn) as conn:
     ids = [r[0] for r in conn.execute("SELECT id FROM items WHERE id >= 200 ORDER BY id")]
     assert ids == [200], ids
     assert conn.execute("SELECT current_user").fetchone()[0] == "root"
+    # Describe runs a read at once and Execute takes its result (up to 256
+    # rows on the async thread, more on a blocking one): both sizes, in text
+    # and binary, with parameters, and read-your-writes in a transaction.
+    series = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < %s) SELECT i, 'row ' || i FROM s"
+    for n in (3, 256, 257, 5000):
+        for c in (conn.cursor(), conn.cursor(binary=True)):
+            c.execute(series, (n,))
+            got = c.fetchall()
+            assert got == [(i, f"row {i}") for i in range(1, n + 1)], (n, got[:3], len(got))
+    with conn.transaction():
+        conn.execute("INSERT INTO items (id, name) VALUES (%s, %s)", (300, "mine"))
+        assert conn.execute("SELECT name FROM items WHERE id = %s", (300,)).fetchone()[0] == "mine"
 print("psycopg checks passed")

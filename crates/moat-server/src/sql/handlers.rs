@@ -423,13 +423,16 @@ impl ExtendedQueryHandler for QueryHandlers {
         let pf = portal.parameter_format.clone();
         let rf = portal.result_column_format.clone();
         let key = portal.state();
-        let (reply, enc) = self
-            .session
-            .run(user_of(client), move |eng| {
-                Ok(encode_reply(eng.execute_portal(&p, raw, pf, key), &rf))
-            })
-            .await
-            .map_err(SqlError::into_pgwire)?;
+        let (reply, enc) = match self.session.take_ran(&key) {
+            Some(ran) => encode_reply(ran, &rf),
+            None => self
+                .session
+                .run(user_of(client), move |eng| {
+                    Ok(encode_reply(eng.execute_portal(&p, raw, pf, key), &rf))
+                })
+                .await
+                .map_err(SqlError::into_pgwire)?,
+        };
         for (name, value) in &reply.params {
             client
                 .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(

@@ -288,6 +288,31 @@ impl Session {
         }
     }
 
+    /// The reply of a portal that Describe already ran ([`Pending::Ran`]),
+    /// taken here on the async thread when the engine is free and the result
+    /// small enough to encode here; otherwise `None`, and Execute takes it on
+    /// a blocking thread as before.
+    pub fn take_ran(&self, key: &PortalKey) -> Option<Reply> {
+        /// Rows encoded on the async thread at most.
+        const QUICK_ROWS: usize = 256;
+        let mut guard = self.engine.try_lock().ok()?;
+        let eng = guard.as_mut()?;
+        let small = match &eng.pending {
+            Some((k, Pending::Ran(outcome))) if Arc::ptr_eq(k, key) => match outcome {
+                Outcome::Rows { rows, .. } => rows.len() <= QUICK_ROWS,
+                _ => true,
+            },
+            _ => false,
+        };
+        if !small {
+            return None;
+        }
+        match eng.pending.take() {
+            Some((_, Pending::Ran(outcome))) => Some(reply(Ok(outcome))),
+            _ => None,
+        }
+    }
+
     /// The engine of the session's user (at its first statement).
     fn new_engine(&self, user: &str) -> Engine {
         let vars = Arc::new(Mutex::new(Vars::new(user)));
@@ -1300,7 +1325,10 @@ impl Engine {
             None => return Ok(None),
             Some(c) => c,
         };
-        if cols.iter().all(|c| c.1.is_some()) || !self.is_readonly(p) {
+        // A read-only statement runs now, its result kept for the Execute
+        // that follows (which then needs no blocking thread, see
+        // [`Session::take_ran`]); a write waits for Execute.
+        if !self.is_readonly(p) {
             let cols = finish_columns(cols, None);
             self.pending = Some((key, Pending::Types(cols.iter().map(|c| c.ty.clone()).collect())));
             return Ok(Some(cols));
