@@ -6,7 +6,7 @@
 # REPS times, alternating A and B. WORKLOAD=connect (default): `-n -C -f
 # SELECT1 -c 4 -j 2`, a new connection per transaction. WORKLOAD=kv: kept
 # connections, `-M extended`, bench/sql.sh's read + update of a random row of
-# a 1,000-row table.
+# a 1,000-row table. WORKLOAD=read: the same without the update.
 #
 #   bash bench/connect_ab.sh OLD_MOAT NEW_MOAT
 #
@@ -53,10 +53,12 @@ cat >"$WORK/kv.sql" <<'EOF2'
 SELECT v FROM kv WHERE k = :k;
 UPDATE kv SET v = :r WHERE k = :k;
 EOF2
+head -3 "$WORK/kv.sql" >"$WORK/read.sql"
 case "$WORKLOAD" in
 connect) PGBENCH_ARGS=(-n -C -f "$WORK/select1.sql") ;;
 kv) PGBENCH_ARGS=(-n -M extended -f "$WORK/kv.sql") ;;
-*) echo "WORKLOAD is connect or kv" >&2; exit 2 ;;
+read) PGBENCH_ARGS=(-n -M extended -f "$WORK/read.sql") ;;
+*) echo "WORKLOAD is connect, kv or read" >&2; exit 2 ;;
 esac
 
 free_port() {
@@ -78,7 +80,7 @@ start() { # name binary -> "pid port"
 read -r PA PORTA < <(start a "$A")
 read -r PB PORTB < <(start b "$B")
 PIDS=("$PA" "$PB")
-if [ "$WORKLOAD" = kv ]; then
+if [ "$WORKLOAD" != connect ]; then
     for port in "$PORTA" "$PORTB"; do
         psql -X -q -v ON_ERROR_STOP=1 -p "$port" -c "CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)" \
             -c "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 1000) INSERT INTO kv SELECT i, 'v' FROM s"
