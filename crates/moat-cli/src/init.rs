@@ -85,27 +85,29 @@ pub fn run(args: InitArgs) -> Result<()> {
 }
 
 fn is_unreachable(e: &str) -> bool {
-    // A node that answers and then hangs up is reachable: no point waiting.
-    (e.contains("onnection refused") || e.contains("tcp connect") || e.contains("transport error"))
+    // Not there yet (refused, no route, name not resolving, timed out):
+    // wait. A node that answers and then hangs up is there: no point waiting.
+    (e.contains("onnection refused")
+        || e.contains("tcp connect")
+        || e.contains("transport error")
+        || e.contains("lookup")
+        || e.contains("timed out")
+        || e.contains("nreachable"))
         && !closed_by_peer(&e)
 }
 
-/// Whether the node accepted the TCP connection and then hung up (what a
-/// port that serves SQL only does to an RPC client), rather than not being
-/// there yet.
+/// Whether the node accepted the connection and then hung up (what a port
+/// that serves SQL only does to an RPC client).
 fn closed_by_peer(e: &impl std::fmt::Display) -> bool {
     let text = e.to_string();
-    if text.contains("onnection refused") || text.contains("tcp connect") || text.contains("dns error") {
-        return false;
-    }
     [
-        "transport error",
         "close_notify",
         "connection closed",
         "onnection reset",
         "roken pipe",
         "unexpected EOF",
         "UnexpectedEof",
+        "NoApplicationProtocol",
     ]
     .iter()
     .any(|s| text.contains(s))

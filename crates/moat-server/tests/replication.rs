@@ -317,6 +317,25 @@ async fn reads_are_validated_at_commit() {
     );
     assert!(err.contains("restart transaction"), "{err}");
     assert_eq!(c.sql(1, "SELECT doctor FROM oncall WHERE on_call = 1").await, "bob");
+
+    // A read of the session's own state (a replica has other settings)
+    // is not validated: the transaction commits everywhere.
+    let out = c
+        .sql(
+            2,
+            "SET application_name = 'mine'; BEGIN; INSERT INTO acct VALUES (9, 0); \
+             SELECT current_setting('application_name'); COMMIT",
+        )
+        .await;
+    assert!(out.contains("mine") && out.ends_with("COMMIT"), "{out}");
+    for n in 0..3 {
+        assert_eq!(
+            c.sql(n, "SELECT count(*) FROM acct WHERE id = 9").await,
+            "1",
+            "node {}",
+            n + 1
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -54,22 +54,49 @@ pub struct LogStore {
 /// append, truncation and purge made before it.
 #[derive(Default)]
 struct Tail {
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    /// Entries with their encoded size.
+    entries: BTreeMap<u64, (Entry<TypeConfig>, usize)>,
+    /// The sum of the sizes.
+    bytes: usize,
 }
 
 impl Tail {
-    /// How many entries it keeps.
+    /// How many entries it keeps at most.
     const CAPACITY: usize = 1024;
+    /// How many encoded bytes it keeps at most (an entry may hold large
+    /// statements).
+    const MAX_BYTES: usize = 32 << 20;
 
-    fn append(&mut self, entries: &[Entry<TypeConfig>]) {
-        for e in entries {
+    /// Adds entries (with their encoded sizes), replacing any at or after
+    /// the first one's index.
+    fn append(&mut self, entries: &[(Entry<TypeConfig>, usize)]) {
+        for (e, size) in entries {
             // An append at an index replaces what follows it (Raft
             // truncates first, but never rely on it).
-            self.entries.split_off(&e.log_id.index);
-            self.entries.insert(e.log_id.index, e.clone());
+            self.truncate(e.log_id.index);
+            self.entries.insert(e.log_id.index, (e.clone(), *size));
+            self.bytes += size;
         }
-        while self.entries.len() > Self::CAPACITY {
-            self.entries.pop_first();
+        while self.entries.len() > Self::CAPACITY || self.bytes > Self::MAX_BYTES {
+            match self.entries.pop_first() {
+                Some((_, (_, size))) => self.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    /// Drops the entries at `index` and after.
+    fn truncate(&mut self, index: u64) {
+        for (_, (_, size)) in self.entries.split_off(&index) {
+            self.bytes -= size;
+        }
+    }
+
+    /// Drops the entries up to `index`, inclusive.
+    fn purge(&mut self, index: u64) {
+        let kept = self.entries.split_off(&(index + 1));
+        for (_, (_, size)) in std::mem::replace(&mut self.entries, kept) {
+            self.bytes -= size;
         }
     }
 
@@ -81,7 +108,7 @@ impl Tail {
         if start < first || start > end {
             return None;
         }
-        Some(self.entries.range(start..end).map(|(_, e)| e.clone()).collect())
+        Some(self.entries.range(start..end).map(|(_, (e, _))| e.clone()).collect())
     }
 }
 
@@ -349,12 +376,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
-        let mut rows = Vec::with_capacity(entries.len());
-        for e in &entries {
-            rows.push((e.log_id.index, serde_json::to_vec(e).map_err(write_err)?));
+        let mut rows = Vec::new();
+        let mut sized = Vec::new();
+        for e in entries {
+            let bytes = serde_json::to_vec(&e).map_err(write_err)?;
+            sized.push((e, bytes.len()));
+            rows.push((sized[sized.len() - 1].0.log_id.index, bytes));
         }
-        lock_tail(&self.tail).append(&entries);
+        lock_tail(&self.tail).append(&sized);
         // Queued: the log thread writes it (with whatever else is queued)
         // and calls back once it is on disk.
         self.ops
@@ -363,7 +392,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
-        lock_tail(&self.tail).entries.split_off(&log_id.index);
+        lock_tail(&self.tail).truncate(log_id.index);
         self.run(move |c| {
             c.execute("DELETE FROM log WHERE idx >= ?1", params![log_id.index as i64])
                 .map(|_| ())
@@ -373,11 +402,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
-        {
-            let mut tail = lock_tail(&self.tail);
-            let kept = tail.entries.split_off(&(log_id.index + 1));
-            tail.entries = kept;
-        }
+        lock_tail(&self.tail).purge(log_id.index);
         self.run(move |c| {
             set_meta(c, "last_purged", &log_id).map_err(write_err)?;
             c.execute("DELETE FROM log WHERE idx <= ?1", params![log_id.index as i64])
@@ -409,25 +434,36 @@ mod tests {
     fn the_tail_answers_only_what_it_fully_holds() {
         let mut t = Tail::default();
         assert_eq!(indexes(t.get(1, None)), None);
-        t.append(&[entry(1, 5), entry(1, 6), entry(1, 7)]);
+        t.append(&[(entry(1, 5), 10), (entry(1, 6), 10), (entry(1, 7), 10)]);
         assert_eq!(indexes(t.get(5, Some(7))), Some(vec![(1, 5), (1, 6)]));
         assert_eq!(indexes(t.get(6, None)), Some(vec![(1, 6), (1, 7)]));
         assert_eq!(indexes(t.get(7, Some(100))), Some(vec![(1, 7)]));
         assert_eq!(indexes(t.get(8, None)), Some(vec![]), "nothing past the last entry");
         assert_eq!(indexes(t.get(4, Some(6))), None, "index 4 is only on disk");
         // A new leader's entry at 6 replaces 6 and 7.
-        t.append(&[entry(2, 6)]);
+        t.append(&[(entry(2, 6), 10)]);
         assert_eq!(indexes(t.get(5, None)), Some(vec![(1, 5), (2, 6)]));
+        assert_eq!(t.bytes, 20);
     }
 
     #[test]
     fn the_tail_is_bounded() {
         let mut t = Tail::default();
-        let many: Vec<_> = (1..=(Tail::CAPACITY as u64 + 10)).map(|i| entry(1, i)).collect();
+        let many: Vec<_> = (1..=(Tail::CAPACITY as u64 + 10)).map(|i| (entry(1, i), 1)).collect();
         t.append(&many);
         assert_eq!(t.entries.len(), Tail::CAPACITY);
         assert_eq!(indexes(t.get(1, Some(3))), None);
         assert_eq!(indexes(t.get(11, Some(12))), Some(vec![(1, 11)]));
+        // And by bytes: two big entries push out everything before them.
+        t.append(&[
+            (entry(1, 2000), Tail::MAX_BYTES / 2),
+            (entry(1, 2001), Tail::MAX_BYTES / 2),
+        ]);
+        assert_eq!(t.entries.len(), 2, "{}", t.bytes);
+        assert_eq!(t.bytes, Tail::MAX_BYTES);
+        t.purge(2000);
+        t.truncate(2001);
+        assert_eq!((t.entries.len(), t.bytes), (0, 0));
     }
 
     #[tokio::test]
@@ -437,7 +473,8 @@ mod tests {
         // Appends through the thread (the callback is openraft's; write the
         // rows directly and mirror them in the tail as `append` does).
         let rows: Vec<_> = (1..=5).map(|i| entry(1, i)).collect();
-        lock_tail(&log.tail).append(&rows);
+        let sized: Vec<_> = rows.iter().map(|e| (e.clone(), 1)).collect();
+        lock_tail(&log.tail).append(&sized);
         let encoded: Rows = rows
             .iter()
             .map(|e| (e.log_id.index, serde_json::to_vec(e).unwrap()))

@@ -288,10 +288,11 @@ impl Session {
         }
     }
 
-    /// The reply of a portal that Describe already ran ([`Pending::Ran`]),
-    /// taken here on the async thread when the engine is free and the result
-    /// small enough to encode here; otherwise `None`, and Execute takes it on
-    /// a blocking thread as before.
+    /// The reply of a portal that Describe already ran ([`Pending::Ran`]: a
+    /// read whose column types could not be told without running it), taken
+    /// here on the async thread when the engine is free and the result small
+    /// enough to encode here; otherwise `None`, and Execute takes it on a
+    /// blocking thread.
     pub fn take_ran(&self, key: &PortalKey) -> Option<Reply> {
         /// Rows encoded on the async thread at most.
         const QUICK_ROWS: usize = 256;
@@ -794,6 +795,25 @@ fn now_text() -> String {
     )
 }
 
+/// Functions whose value depends on the session, the connection or the
+/// process, not on the data: a replica re-running a read that calls one
+/// would get another answer, so such reads are not validated at COMMIT.
+const LOCAL_STATE_FUNCTIONS: &[&str] = &[
+    "pg_backend_pid",
+    "current_setting",
+    "set_config",
+    "changes",
+    "total_changes",
+    "last_insert_rowid",
+];
+
+/// Whether a statement calls one of [`LOCAL_STATE_FUNCTIONS`].
+fn reads_local_state(tokens: &[super::lexer::Token]) -> bool {
+    tokens
+        .windows(2)
+        .any(|w| w[1].is_op("(") && LOCAL_STATE_FUNCTIONS.iter().any(|f| w[0].is(f)))
+}
+
 fn random_uuid() -> String {
     let mut b = [0u8; 16];
     crate::determinism::fill_random(&mut b);
@@ -1096,12 +1116,15 @@ impl Engine {
     /// Runs a read of a cluster transaction and records it for COMMIT to
     /// validate (see [`SqlStmt::read`]); after writes, on top of them.
     /// Reads on a connection holding temporary objects or pragma settings
-    /// (which exist only in this session) are not recorded.
+    /// (which exist only in this session), and reads of session or node
+    /// state ([`reads_local_state`]), are not recorded: a replica would
+    /// answer them differently.
     fn transaction_read(
         &mut self,
         repl: &Arc<dyn Replicator>,
         sql: &str,
         params: &[Value],
+        record: bool,
     ) -> Result<RawOut, SqlError> {
         let ctx = *self.tx_ctx.get_or_insert_with(|| Context::fresh(repl.node_id()));
         let i = self.txlog.len() as u64;
@@ -1115,7 +1138,7 @@ impl Engine {
             let conn = self.conn()?;
             with_context(ctx.nth(i), || run_raw(conn, sql, params)).map_err(|e| self.sqlite_err(e))?
         };
-        if !self.conn.as_ref().is_some_and(|c| c.pinned()) {
+        if record && !self.conn.as_ref().is_some_and(|c| c.pinned()) {
             self.txlog.push(SqlStmt {
                 sql: sql.to_string(),
                 params: params.iter().map(SqlValue::from).collect(),
@@ -1325,10 +1348,7 @@ impl Engine {
             None => return Ok(None),
             Some(c) => c,
         };
-        // A read-only statement runs now, its result kept for the Execute
-        // that follows (which then needs no blocking thread, see
-        // [`Session::take_ran`]); a write waits for Execute.
-        if !self.is_readonly(p) {
+        if cols.iter().all(|c| c.1.is_some()) || !self.is_readonly(p) {
             let cols = finish_columns(cols, None);
             self.pending = Some((key, Pending::Types(cols.iter().map(|c| c.ty.clone()).collect())));
             return Ok(Some(cols));
@@ -1908,7 +1928,8 @@ impl Engine {
             } else {
                 // Reads see the transaction's own writes, and are validated
                 // at COMMIT.
-                let out = self.transaction_read(&repl, &sql, params)?;
+                let record = !reads_local_state(&p.stmt.tokens);
+                let out = self.transaction_read(&repl, &sql, params, record)?;
                 return self.outcome(p, verb, out, frozen, param_types);
             }
         }
