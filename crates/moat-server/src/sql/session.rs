@@ -1264,11 +1264,15 @@ impl Engine {
                 })
             });
         if implicit {
-            if self.repl.is_none() {
-                if let Err(e) = self.batch("BEGIN") {
-                    out.push((reply(Err(e)), None));
-                    return out;
-                }
+            // In a cluster, as at BEGIN: the batch's reads start from every
+            // write acknowledged before it (they take no barrier of their own).
+            let started = match self.repl.clone() {
+                Some(repl) => repl.read_barrier(),
+                None => self.batch("BEGIN"),
+            };
+            if let Err(e) = started {
+                out.push((reply(Err(e)), None));
+                return out;
             }
             self.implicit = true;
         }
