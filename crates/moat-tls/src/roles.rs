@@ -17,18 +17,17 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::client::WebPkiServerVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::CertificateRevocationListDer;
 
 use crate::material::TlsMaterial;
 use crate::principal::IdentityPolicy;
 use crate::provider::{provider, TLS12_AND_13, TLS13_ONLY};
-use crate::verify_cache::CachingClientVerifier;
+use crate::verify_cache::{CachingClientVerifier, LeafCheck};
 use crate::TlsError;
 
 /// ALPN protocol id of node-to-node RPC (gRPC over HTTP/2).
@@ -49,6 +48,7 @@ fn client_verifier(
     roots: Arc<RootCertStore>,
     crls: &[CertificateRevocationListDer<'static>],
     optional: bool,
+    check: Option<LeafCheck>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut b = WebPkiClientVerifier::builder_with_provider(roots, provider())
         .with_crls(crls.iter().cloned())
@@ -62,7 +62,10 @@ fn client_verifier(
     })?;
     // Remembers accepted chains for this generation's roots and CRLs only:
     // the next reload builds a new verifier with an empty cache.
-    Ok(Arc::new(CachingClientVerifier::new(inner)))
+    Ok(Arc::new(match check {
+        Some(check) => CachingClientVerifier::with_leaf_check(inner, check),
+        None => CachingClientVerifier::new(inner),
+    }))
 }
 
 fn server_verifier(
@@ -106,7 +109,7 @@ fn server(
 /// that offers ALPN `h2` on the shared port gets the [`rpc_server`]
 /// configuration, which resumes.
 pub fn sql_server(m: &TlsMaterial, alpn: &[&[u8]]) -> Result<ServerConfig, TlsError> {
-    let verifier = client_verifier(m.client_roots()?, m.crls(), true)?;
+    let verifier = client_verifier(m.client_roots()?, m.crls(), true, None)?;
     let mut cfg = server("SQL", TLS12_AND_13, verifier, m.node()?, alpn)?;
     cfg.send_tls13_tickets = 0;
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -116,11 +119,17 @@ pub fn sql_server(m: &TlsMaterial, alpn: &[&[u8]]) -> Result<ServerConfig, TlsEr
 /// A dedicated RPC listener: TLS 1.3, a client certificate is required and
 /// must name the principal `node` or `root` (see [`IdentityPolicy::authorize_rpc`]).
 pub fn rpc_server(m: &TlsMaterial, policy: &IdentityPolicy) -> Result<ServerConfig, TlsError> {
-    let inner = client_verifier(m.client_roots()?, m.crls(), false)?;
-    let verifier = Arc::new(RpcPeerVerifier {
-        inner,
-        policy: policy.clone(),
+    // The principal rule runs in the handshake, so that a certificate from
+    // the right CA that names neither `node` nor `root` fails it.
+    let policy = policy.clone();
+    let principal: LeafCheck = Arc::new(move |leaf| {
+        policy.authorize_rpc(leaf).map(|_| ()).map_err(|reason| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
+                PrincipalRefused(reason),
+            ))))
+        })
     });
+    let verifier = client_verifier(m.client_roots()?, m.crls(), false, Some(principal))?;
     server("RPC", TLS13_ONLY, verifier, m.node()?, &[ALPN_RPC])
 }
 
@@ -190,59 +199,6 @@ pub fn ui_client(m: &TlsMaterial) -> Result<ClientConfig, TlsError> {
         None,
         &[b"http/1.1"],
     )
-}
-
-/// Client verification plus the RPC principal rule, so that a certificate
-/// from the right CA that names neither `node` nor `root` fails the handshake.
-#[derive(Debug)]
-struct RpcPeerVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-    policy: IdentityPolicy,
-}
-
-impl ClientCertVerifier for RpcPeerVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        self.policy.authorize_rpc(end_entity).map_err(|reason| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
-                PrincipalRefused(reason),
-            ))))
-        })?;
-        Ok(ok)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// The refusal of a peer whose certificate names no allowed principal.

@@ -13,7 +13,9 @@
 //! time (checked against the remembered window on every hit). What is never
 //! skipped: the handshake signature (`CertificateVerify`), which proves the
 //! client holds the key; it is verified on every connection. Failures are not
-//! remembered.
+//! remembered. A [`LeafCheck`] (the RPC principal rule, which depends only on
+//! the certificate and the node's fixed identity policy) is remembered with
+//! the chain.
 
 use std::sync::Arc;
 
@@ -56,12 +58,28 @@ impl Window {
     }
 }
 
+/// A check of the leaf certificate after its chain verified (the RPC
+/// principal rule): its refusal fails the handshake; what it accepts is
+/// remembered with the chain.
+pub type LeafCheck = Arc<dyn Fn(&CertificateDer<'_>) -> Result<(), rustls::Error> + Send + Sync>;
+
 /// A [`ClientCertVerifier`] that remembers the chains `inner` accepted (see
-/// the module docs); everything else is `inner`'s.
-#[derive(Debug)]
+/// the module docs), optionally with a [`LeafCheck`] on top; everything else
+/// is `inner`'s.
 pub struct CachingClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    check: Option<LeafCheck>,
     verified: DigestCache<Window>,
+}
+
+impl std::fmt::Debug for CachingClientVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachingClientVerifier")
+            .field("inner", &self.inner)
+            .field("leaf_check", &self.check.is_some())
+            .field("remembered", &self.remembered())
+            .finish()
+    }
 }
 
 impl CachingClientVerifier {
@@ -69,7 +87,17 @@ impl CachingClientVerifier {
     pub fn new(inner: Arc<dyn ClientCertVerifier>) -> Self {
         CachingClientVerifier {
             inner,
+            check: None,
             verified: DigestCache::new(CAPACITY),
+        }
+    }
+
+    /// [`CachingClientVerifier::new`], with `check` run on the leaf after
+    /// `inner` accepted the chain (and before it is remembered).
+    pub fn with_leaf_check(inner: Arc<dyn ClientCertVerifier>, check: LeafCheck) -> Self {
+        CachingClientVerifier {
+            check: Some(check),
+            ..Self::new(inner)
         }
     }
 
@@ -102,6 +130,9 @@ impl ClientCertVerifier for CachingClientVerifier {
             None => {}
         }
         let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        if let Some(check) = &self.check {
+            check(end_entity)?;
+        }
         let chain: Vec<&CertificateDer<'_>> = std::iter::once(end_entity).chain(intermediates).collect();
         if let Some(w) = Window::of(&chain) {
             self.verified.insert(key, w);
@@ -280,6 +311,41 @@ mod tests {
         v.verify_client_cert(&alice, &[], at(NOW + DAY)).unwrap();
         v.verify_client_cert(&alice, &[], at(NOW + DAY)).unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn a_leaf_check_refuses_and_is_remembered_only_when_it_accepts() {
+        let pki = pki();
+        let mut roots = RootCertStore::empty();
+        roots.add(pki.ca_der.clone()).unwrap();
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap();
+        let checks = Arc::new(AtomicUsize::new(0));
+        let counted = checks.clone();
+        let v = CachingClientVerifier::with_leaf_check(
+            inner,
+            Arc::new(move |leaf| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (_, x) = X509Certificate::from_der(leaf).map_err(|_| rustls::Error::General("parse".into()))?;
+                let cn = x.subject().iter_common_name().next().and_then(|c| c.as_str().ok()) == Some("node");
+                if cn {
+                    Ok(())
+                } else {
+                    Err(rustls::Error::General("not node".into()))
+                }
+            }),
+        );
+        let node = client(&pki, "node", NOW - DAY, NOW + DAY);
+        let alice = client(&pki, "alice", NOW - DAY, NOW + DAY);
+        for _ in 0..2 {
+            v.verify_client_cert(&node, &[], at(NOW)).unwrap();
+            let err = v.verify_client_cert(&alice, &[], at(NOW)).unwrap_err();
+            assert!(format!("{err:?}").contains("not node"), "{err:?}");
+        }
+        // node: checked once, then remembered; alice: checked (and refused) each time.
+        assert_eq!(checks.load(Ordering::SeqCst), 3);
+        assert_eq!(v.remembered(), 1);
     }
 
     #[test]

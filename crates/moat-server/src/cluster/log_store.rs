@@ -380,8 +380,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut sized = Vec::new();
         for e in entries {
             let bytes = serde_json::to_vec(&e).map_err(write_err)?;
-            sized.push((e, bytes.len()));
-            rows.push((sized[sized.len() - 1].0.log_id.index, bytes));
+            rows.push((e.log_id.index, bytes));
+            sized.push((e, rows[rows.len() - 1].1.len()));
         }
         lock_tail(&self.tail).append(&sized);
         // Queued: the log thread writes it (with whatever else is queued)
